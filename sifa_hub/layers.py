@@ -1,0 +1,102 @@
+"""The SIFA module: offset prediction + the SIFA operator, for ``(B, C, T, H, W)`` features.
+
+Both model families (SIFA-Net and SIFA-Transformer) use this module; it returns the aligned aggregation
+``y`` and leaves the residual (``x + y`` or ``x + LN(y)``) to the caller, as in the official blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .ops import sifa_attention
+
+__all__ = ["SIFA", "offset_input"]
+
+
+def offset_input(x: torch.Tensor) -> torch.Tensor:
+    """Difference-rescaled input of the offset conv for the key frames 1..T-1.
+
+    ``z[t] = sigmoid(x[t] - x[t-1]) · x[t] + x[t]``.
+
+    Args:
+        x: ``(B, C, T, H, W)`` with ``T >= 2``.
+
+    Returns:
+        ``(B, C, T-1, H, W)``.
+    """
+    cur, prev = x[:, :, 1:], x[:, :, :-1]
+    return torch.sigmoid(cur - prev) * cur + cur
+
+
+class SIFA(nn.Module):
+    """Stand-alone inter-frame attention with deformable offsets.
+
+    Args:
+        channels: C of the input.
+        kernel_size: K (3 in every released config).
+        dilation: dilation of the K×K sampling grid.
+        groups: correlation groups (1 in every released config).
+        learn_offsets: predict offsets with a zero-initialised ``(1, 3, 3)`` conv (SIFA-Net, the paper); when
+            False, offsets are fixed to zero (SIFA-Transformer as released).
+        normalize: ``None`` (reference mode) or ``"softmax"`` (see :func:`sifa_hub.ops.sifa_attention`).
+        backend: operator backend, ``"auto"`` picks the fastest available.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        dilation: int = 1,
+        groups: int = 1,
+        learn_offsets: bool = True,
+        normalize: str | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if channels % groups:
+            raise ValueError(f"SIFA: channels ({channels}) must be divisible by groups ({groups})")
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.groups = groups
+        self.normalize = normalize
+        self.backend = backend
+        self.conv_offset: nn.Conv3d | None = None
+        if learn_offsets:
+            self.conv_offset = nn.Conv3d(
+                channels, 2 * kernel_size * kernel_size, (1, 3, 3), padding=(0, 1, 1), bias=False
+            )
+            nn.init.zeros_(self.conv_offset.weight)
+
+    @property
+    def learn_offsets(self) -> bool:
+        return self.conv_offset is not None
+
+    def compute_offsets(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Offsets ``(B, 2K², T-1, H, W)`` of the key frames 1..T-1, or ``None`` when fixed to zero."""
+        if self.conv_offset is None or x.shape[2] < 2:
+            return None
+        return self.conv_offset(offset_input(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T, H, W)`` → ``(B, C, T, H, W)``: frame t attends to frame t+1; the last frame is zero."""
+        if x.dim() != 5 or x.shape[1] != self.channels:
+            raise ValueError(
+                f"SIFA expects (B, C={self.channels}, T, H, W) features, got shape {tuple(x.shape)}"
+            )
+        return sifa_attention(
+            x,
+            self.compute_offsets(x),
+            kernel_size=self.kernel_size,
+            dilation=self.dilation,
+            groups=self.groups,
+            normalize=self.normalize,
+            backend=self.backend,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, dilation={self.dilation}, groups={self.groups}, "
+            f"learn_offsets={self.learn_offsets}, normalize={self.normalize}"
+        )

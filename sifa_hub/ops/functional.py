@@ -1,0 +1,100 @@
+"""Functional SIFA API: validates inputs and dispatches to a backend.
+
+Backends (``backend=``):
+    ``"reference"``  the spec step by step (test oracle, slow).
+    ``"auto"``       the fastest available implementation for the input's device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .reference import sifa_attention_reference
+
+__all__ = ["sifa_attention", "validate_sifa_inputs", "BACKENDS", "NORMALIZE_MODES"]
+
+BACKENDS = ("auto", "reference")
+NORMALIZE_MODES = (None, "softmax")
+
+
+def validate_sifa_inputs(
+    x: torch.Tensor,
+    offsets: torch.Tensor | None,
+    kernel_size: int,
+    dilation: int,
+    groups: int,
+    normalize: str | None,
+) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the first problem with the operator's inputs."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"sifa_attention: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 5:
+        raise ValueError(f"sifa_attention: x must be (B, C, T, H, W) (5-D), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"sifa_attention: x must be a floating point tensor, got dtype {x.dtype}")
+    if not isinstance(kernel_size, int) or kernel_size < 1:
+        raise ValueError(f"sifa_attention: kernel_size must be a positive int, got {kernel_size!r}")
+    if not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"sifa_attention: dilation must be a positive int, got {dilation!r}")
+    b, c, t, h, w = x.shape
+    if not isinstance(groups, int) or groups < 1 or c % groups:
+        raise ValueError(f"sifa_attention: channels ({c}) must be divisible by groups ({groups!r})")
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"sifa_attention: normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    if offsets is None:
+        return
+    if not isinstance(offsets, torch.Tensor):
+        raise TypeError(f"sifa_attention: offsets must be a torch.Tensor or None, got {type(offsets).__name__}")
+    k2 = 2 * kernel_size * kernel_size
+    if offsets.dim() != 5 or offsets.shape[:2] != (b, k2) or offsets.shape[3:] != (h, w):
+        raise ValueError(
+            f"sifa_attention: offsets must be (B, 2K², T, H, W) = ({b}, {k2}, {t}, {h}, {w}) for x of shape "
+            f"{tuple(x.shape)} and kernel_size={kernel_size}, got {tuple(offsets.shape)}"
+        )
+    if offsets.shape[2] not in (t, max(t - 1, 1)):
+        raise ValueError(
+            f"sifa_attention: offsets must cover T={t} frames (or T-1={t - 1} key frames), got {offsets.shape[2]}"
+        )
+    if offsets.dtype != x.dtype:
+        raise TypeError(f"sifa_attention: offsets dtype {offsets.dtype} does not match x dtype {x.dtype}")
+    if offsets.device != x.device:
+        raise ValueError(f"sifa_attention: offsets are on {offsets.device} but x is on {x.device}")
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(offsets).all()):
+        raise ValueError("sifa_attention: offsets contain NaN or Inf")
+
+
+def sifa_attention(
+    x: torch.Tensor,
+    offsets: torch.Tensor | None = None,
+    kernel_size: int = 3,
+    dilation: int = 1,
+    groups: int = 1,
+    normalize: str | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Stand-alone inter-frame attention (SIFA), temporally aligned.
+
+    For every position ``p`` of frame ``t`` (the query), K×K keys of frame ``t+1`` are sampled bilinearly at
+    ``p + grid + offsets``; ``corr_k = (1/C) Σ_c q_c · key_kc`` weights the same samples as values.
+
+    Args:
+        x: ``(B, C, T, H, W)`` features; queries, keys and values are all ``x``.
+        offsets: ``(B, 2K², T, H, W)`` deformable offsets of the key frames (frame 0's are unused), or
+            ``(B, 2K², T-1, H, W)`` for frames 1..T-1, or ``None`` for fixed zero offsets.
+        kernel_size: K, the side of the sampled neighbourhood.
+        dilation: spacing of the K×K grid.
+        groups: correlation groups; channel ``c`` is weighted by its group's correlation.
+        normalize: ``None`` = reference mode (official kernel: no softmax); ``"softmax"`` = softmax over the
+            K² keys with temperature ``1/sqrt(C/G)`` (paper-style, a deviation from the released code).
+        backend: ``"auto"`` or ``"reference"``.
+
+    Returns:
+        ``(B, C, T, H, W)``: frame ``t`` holds the aggregation of frame ``t+1``; the last frame is zero.
+    """
+    validate_sifa_inputs(x, offsets, kernel_size, dilation, groups, normalize)
+    if backend not in BACKENDS:
+        raise ValueError(f"sifa_attention: backend must be one of {BACKENDS}, got {backend!r}")
+    if offsets is None:
+        b, _, t, h, w = x.shape
+        offsets = x.new_zeros(b, 2 * kernel_size * kernel_size, max(t - 1, 1), h, w)
+    return sifa_attention_reference(x, offsets, kernel_size, dilation, groups, normalize)
