@@ -5,6 +5,7 @@ Importing the package registers every model with timm's registry and with transf
 
 __version__ = "0.1.0"
 
+from . import models  # noqa: E402,F401  (registers the timm models)
 from .layers import SIFA  # noqa: E402
 from .ops import sifa_attention  # noqa: E402
 

@@ -1,0 +1,1 @@
+"""SIFA model families; importing this package registers every variant with timm."""
