@@ -1,8 +1,13 @@
 """Functional SIFA API: validates inputs and dispatches to a backend.
 
 Backends (``backend=``):
-    ``"reference"``  the spec step by step (test oracle, slow).
+    ``"reference"``  the spec step by step (test oracle, slow, materialises all K² samples).
+    ``"torch"``      pure PyTorch, one ``grid_sample`` per kernel position, samples recomputed in backward
+                     (:mod:`sifa_hub.ops.torch_backend`); runs on any device.
     ``"auto"``       the fastest available implementation for the input's device.
+
+Half-precision inputs (``float16``/``bfloat16``, e.g. under autocast) are computed in ``float32`` and the
+result is cast back to the input dtype.
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ from __future__ import annotations
 import torch
 
 from .reference import sifa_attention_reference
+from .torch_backend import sifa_attention_torch
 
 __all__ = ["sifa_attention", "validate_sifa_inputs", "BACKENDS", "NORMALIZE_MODES"]
 
-BACKENDS = ("auto", "reference")
+BACKENDS = ("auto", "reference", "torch")
 NORMALIZE_MODES = (None, "softmax")
 
 
@@ -86,7 +92,7 @@ def sifa_attention(
         groups: correlation groups; channel ``c`` is weighted by its group's correlation.
         normalize: ``None`` = reference mode (official kernel: no softmax); ``"softmax"`` = softmax over the
             K² keys with temperature ``1/sqrt(C/G)`` (paper-style, a deviation from the released code).
-        backend: ``"auto"`` or ``"reference"``.
+        backend: one of :data:`BACKENDS` (see the module docstring).
 
     Returns:
         ``(B, C, T, H, W)``: frame ``t`` holds the aggregation of frame ``t+1``; the last frame is zero.
@@ -94,7 +100,19 @@ def sifa_attention(
     validate_sifa_inputs(x, offsets, kernel_size, dilation, groups, normalize)
     if backend not in BACKENDS:
         raise ValueError(f"sifa_attention: backend must be one of {BACKENDS}, got {backend!r}")
-    if offsets is None:
-        b, _, t, h, w = x.shape
-        offsets = x.new_zeros(b, 2 * kernel_size * kernel_size, max(t - 1, 1), h, w)
-    return sifa_attention_reference(x, offsets, kernel_size, dilation, groups, normalize)
+    b, _, t, h, w = x.shape
+    if backend == "reference":
+        if offsets is None:
+            offsets = x.new_zeros(b, 2 * kernel_size * kernel_size, max(t - 1, 1), h, w)
+        return sifa_attention_reference(x, offsets, kernel_size, dilation, groups, normalize)
+    if t == 1:
+        return torch.zeros_like(x)
+    if offsets is not None and offsets.shape[2] == t:
+        offsets = offsets[:, :, 1:]  # frame 0's offsets are unused
+    in_dtype = x.dtype
+    if in_dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+        offsets = None if offsets is None else offsets.float()
+    with torch.autocast(x.device.type, enabled=False):
+        y = sifa_attention_torch(x, offsets, kernel_size, dilation, groups, normalize == "softmax")
+    return y.to(in_dtype)

@@ -1,0 +1,163 @@
+"""SIFA operator: every backend against the reference, gradients, dtypes, input validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sifa_hub.ops import sifa_attention, sifa_attention_reference
+
+FAST_BACKENDS = ["torch"]
+
+# (B, C, T, H, W, K, dilation, groups, offsets): offsets "frac" random non-integer, "int" integral sample points,
+# "large" mostly outside the frame, "none" offsets=None, "frac_t" given for all T frames.
+CASES = [
+    (1, 4, 2, 5, 5, 3, 1, 1, "frac"),
+    (2, 6, 3, 4, 7, 3, 1, 2, "frac"),
+    (1, 4, 3, 6, 3, 5, 1, 1, "int"),
+    (2, 3, 2, 4, 4, 1, 1, 1, "frac"),
+    (1, 4, 4, 5, 6, 3, 2, 1, "large"),
+    (1, 8, 2, 3, 5, 3, 1, 4, "none"),
+    (2, 4, 3, 4, 5, 3, 1, 1, "frac_t"),
+    (1, 4, 2, 1, 6, 3, 1, 1, "frac"),
+]
+
+
+def make_inputs(case: tuple, dtype: torch.dtype = torch.float64, seed: int = 0) -> tuple:
+    b, c, t, h, w, k, _, _, kind = case
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, t, h, w, generator=gen, dtype=dtype)
+    frames = t if kind == "frac_t" else t - 1
+    shape = (b, 2 * k * k, frames, h, w)
+    if kind == "none":
+        off = None
+    elif kind == "int":
+        off = torch.randint(-2, 3, shape, generator=gen).to(dtype)
+    elif kind == "large":
+        off = torch.randn(shape, generator=gen, dtype=dtype) * 6
+    else:
+        off = torch.randn(shape, generator=gen, dtype=dtype) * 1.5
+    return x, off
+
+
+def run_reference(x: torch.Tensor, off: torch.Tensor | None, case: tuple, normalize: str | None) -> torch.Tensor:
+    b, _, t, h, w, k, d, g, _ = case
+    if off is None:
+        off = x.new_zeros(b, 2 * k * k, t - 1, h, w)
+    return sifa_attention_reference(x, off, k, d, g, normalize)
+
+
+@pytest.mark.parametrize("normalize", [None, "softmax"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_backend_matches_reference_forward_backward(backend: str, case: tuple, normalize: str | None) -> None:
+    _, _, _, _, _, k, d, g, _ = case
+    x, off = make_inputs(case)
+    x.requires_grad_()
+    if off is not None:
+        off.requires_grad_()
+    inputs = [x] if off is None else [x, off]
+    y_ref = run_reference(x, off, case, normalize)
+    y = sifa_attention(x, off, k, d, g, normalize, backend=backend)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    grad_out = torch.randn_like(y)
+    grads_ref = torch.autograd.grad(y_ref, inputs, grad_out)
+    grads = torch.autograd.grad(y, inputs, grad_out)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_float32_close_to_float64_reference(backend: str) -> None:
+    case = (2, 16, 3, 7, 9, 3, 1, 2, "frac")
+    x, off = make_inputs(case)
+    y_ref = run_reference(x, off, case, None)
+    y = sifa_attention(x.float(), off.float(), 3, 1, 2, backend=backend)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", [None, "softmax"])
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_gradcheck(backend: str, normalize: str | None) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 2, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    # Non-integer sample points away from the bilinear kinks: fractional parts in [0.2, 0.8].
+    frac = 0.2 + 0.6 * torch.rand(1, 18, 1, 3, 3, generator=gen, dtype=torch.float64)
+    off = (torch.randint(-2, 2, frac.shape, generator=gen).double() + frac).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, b: sifa_attention(a, b, 3, 1, 2, normalize, backend=backend),
+        (x, off),
+        eps=1e-6,
+        atol=1e-6,
+        fast_mode=True,
+    )
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_single_frame_is_zero(backend: str) -> None:
+    x = torch.randn(2, 4, 1, 5, 5, requires_grad=True)
+    off = torch.randn(2, 18, 1, 5, 5)
+    y = sifa_attention(x, off, backend=backend)
+    assert y.shape == x.shape and not y.any()
+    (x.sum() + y.sum()).backward()  # y may be a constant; the sum keeps backward well-defined
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_deterministic(backend: str) -> None:
+    case = (2, 8, 4, 6, 6, 3, 1, 1, "frac")
+    x, off = make_inputs(case, torch.float32)
+    outs = []
+    for _ in range(2):
+        xi, oi = x.clone().requires_grad_(), off.clone().requires_grad_()
+        y = sifa_attention(xi, oi, backend=backend)
+        y.square().sum().backward()
+        outs.append((y, xi.grad, oi.grad))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["auto", *FAST_BACKENDS])
+def test_bfloat16_autocast_runs(backend: str) -> None:
+    x = torch.randn(1, 8, 3, 5, 5)
+    conv = torch.nn.Conv3d(8, 18, (1, 3, 3), padding=(0, 1, 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = conv(x)[:, :8]  # bf16 under autocast
+        offs = conv(x)[:, :, 1:] * 0.1
+        y = sifa_attention(feats, offs, backend=backend)
+    assert y.dtype == torch.bfloat16 and y.shape == feats.shape
+    want = sifa_attention(feats.float(), offs.float(), backend="reference")
+    torch.testing.assert_close(y.float(), want, rtol=2e-2, atol=2e-2)
+    y.float().sum().backward()
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+
+
+def test_offsets_none_equals_zero_offsets() -> None:
+    x = torch.randn(1, 4, 3, 4, 4)
+    torch.testing.assert_close(sifa_attention(x, None), sifa_attention(x, torch.zeros(1, 18, 2, 4, 4)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"x": torch.randn(1, 4, 5, 5)}, ValueError, "5-D"),
+        ({"x": torch.randn(1, 4, 2, 5, 5).int()}, TypeError, "floating point"),
+        ({"x": [1.0]}, TypeError, "torch.Tensor"),
+        ({"groups": 3}, ValueError, "divisible by groups"),
+        ({"kernel_size": 0}, ValueError, "kernel_size"),
+        ({"dilation": 0}, ValueError, "dilation"),
+        ({"offsets": torch.randn(1, 8, 2, 5, 5)}, ValueError, "offsets must be"),
+        ({"offsets": torch.randn(1, 18, 3, 5, 5)}, ValueError, "offsets must cover"),
+        ({"offsets": torch.randn(1, 18, 2, 5, 5, dtype=torch.float64)}, TypeError, "dtype"),
+        ({"offsets": torch.randn(1, 18, 2, 5, 5, device="meta")}, ValueError, "offsets are on meta"),
+        ({"offsets": torch.full((1, 18, 2, 5, 5), float("nan"))}, ValueError, "NaN"),
+        ({"normalize": "sparsemax"}, ValueError, "normalize"),
+        ({"backend": "cuda-magic"}, ValueError, "backend"),
+    ],
+)
+def test_bad_inputs_raise(kwargs: dict, error: type, match: str) -> None:
+    args = {"x": torch.randn(1, 4, 2, 5, 5), "offsets": None}
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        sifa_attention(**args)
