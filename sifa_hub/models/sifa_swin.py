@@ -1,0 +1,747 @@
+"""SIFA-Transformer: Swin Transformer with Stand-Alone Inter-Frame Attention.
+
+Paper: `Stand-Alone Inter-Frame Attention in Video Models` (Long et al., CVPR 2022), arXiv:2206.06931.
+Official code: https://github.com/FuchenUSTC/SIFA (``model/c2d_sifa_swin.py``, ``model/c2d_swin_vit.py``);
+this is an independent re-implementation on top of timm's Swin blocks (window attention, Mlp, DropPath,
+PatchMerging) that reproduces the released model (see ``tests/test_sifa_swin.py``).
+
+Architecture (reference mode = the released code):
+
+* A clip ``(B, C, T, H, W)`` is cut into ``T' = T / E`` tubelets of ``E`` frames (``E`` = ``early_stride``); a
+  ``Conv3d(C, D, (E, P, P), stride (E, P, P))`` embeds each (no LayerNorm after it, unlike image Swin) and a
+  Swin image model runs on the ``B·T'`` token maps.
+* Every block of every stage is a SIFA block. After the window-attention residual, a block whose windows are
+  **not shifted** adds ``LN_sifa(y)``, ``y`` being the SIFA operator on its tokens viewed as
+  ``(B, C, T', H, W)`` (offsets fixed to zero as released, or learned with ``learn_offsets=True``); a block with
+  **shifted** windows adds a temporal convolution (kernel 3 over ``T'``, no bias). Both start at zero
+  (``LN_sifa`` weight and bias, conv weight). Then the usual MLP residual. "Shifted" is the *effective* shift:
+  as in Swin, a window that covers the whole feature map is never shifted, so e.g. both blocks of the last
+  stage at 224 px (7x7 map, window 7) are SIFA blocks.
+* Head: per tubelet average pool → dropout → Linear, then the mean of the logits over ``T'``.
+
+Parameters the released model holds but never uses: every official block owns both the temporal conv
+(``conv``) and the SIFA norm (``tda_norm``) but uses only one of them. We keep both in every block (as
+``conv_t`` and ``sifa_norm``) so that official checkpoints load strictly and the parameter counts equal the
+released ones (Swin-S 60,954,586, Swin-B 108,134,216, Swin-L 242,785,828 at 400 classes). The unused one gets
+no gradient: with ``DistributedDataParallel`` pass ``find_unused_parameters=True``, as the official training
+did. The fixed ``1/C`` correlation constants of the official code (``def_cor.weight``) are part of the operator
+(:func:`sifa_hub.ops.sifa_attention`), not parameters.
+
+``c2d_swin_*`` twins (``use_sifa=False``) are the same tubelet-embedded frame-wise Swin without any temporal
+modelling (the official ``c2d_swin_vit_*`` baselines).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, calculate_drop_path_rates, resize_rel_pos_bias_table, to_2tuple, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
+from torch import nn
+
+from ..layers import SIFA
+from ._helpers import check_state_dict, inflate_conv_weight, unwrap_state_dict
+
+__all__ = ["SifaSwinTransformer", "SifaSwinBlock", "SifaSwinStage", "TubeletEmbed", "checkpoint_filter_fn"]
+
+_logger = logging.getLogger(__name__)
+
+
+class TubeletEmbed(nn.Module):
+    """Embed non-overlapping tubelets of ``E`` frames × ``P×P`` pixels.
+
+    Args:
+        in_chans: input channels C.
+        embed_dim: output channels D.
+        early_stride: temporal tubelet length E.
+        patch_size: spatial patch size P.
+        norm_layer: optional norm after the projection (the released model has none).
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        embed_dim: int,
+        early_stride: int,
+        patch_size: int,
+        norm_layer: type[nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        kernel = (early_stride, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T, H, W)`` → ``(B, T/E, H/P, W/P, D)`` (channels last, as timm's Swin stages expect)."""
+        x = self.proj(x)  # (B, D, T', H', W')
+        return self.norm(x.permute(0, 2, 3, 4, 1))  # (B, T', H', W', D)
+
+
+class SifaSwinBlock(SwinTransformerBlock):
+    """timm's Swin block plus the SIFA-Transformer temporal path, on ``(B, T', H, W, C)`` tokens.
+
+    ``temporal_mode`` is ``"sifa"`` for blocks whose windows are not shifted (``x += LN_sifa(SIFA(x))``),
+    ``"conv"`` for shifted ones (``x += conv_t(x)``, kernel 3 over T'), ``None`` without SIFA (C2D twin).
+    With ``use_sifa`` both ``sifa_norm`` and ``conv_t`` exist in every block (released layout, see the module
+    docstring); only the one of ``temporal_mode`` is used.
+
+    Args:
+        dim: channels C.
+        input_resolution: token map size ``(H, W)``.
+        num_heads: attention heads.
+        window_size: attention window (clamped to the map as in timm / the released code).
+        shift_size: window shift (0 or ``window_size // 2``); zeroed when the window covers the map.
+        use_sifa: add the temporal path.
+        learn_offsets: predict SIFA offsets with a zero-initialised conv (the paper); released: fixed zero.
+        sifa_kernel_size: K of the SIFA neighbourhood.
+        sifa_backend: operator backend for :class:`sifa_hub.layers.SIFA`.
+        mlp_ratio: MLP hidden width / C.
+        qkv_bias: bias of the qkv projection.
+        proj_drop: dropout after the attention / MLP projections.
+        attn_drop: attention-weight dropout.
+        drop_path: stochastic depth of the attention and MLP residuals.
+        norm_layer: norm used everywhere (LayerNorm).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        input_resolution: tuple[int, int],
+        num_heads: int,
+        window_size: int = 7,
+        shift_size: int = 0,
+        use_sifa: bool = True,
+        learn_offsets: bool = False,
+        sifa_kernel_size: int = 3,
+        sifa_backend: str = "auto",
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        proj_drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+    ) -> None:
+        super().__init__(
+            dim=dim,
+            input_resolution=input_resolution,
+            num_heads=num_heads,
+            window_size=window_size,
+            shift_size=shift_size,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            proj_drop=proj_drop,
+            attn_drop=attn_drop,
+            drop_path=drop_path,
+            norm_layer=norm_layer,
+        )
+        self.temporal_mode: str | None = None
+        self.sifa: SIFA | None = None
+        self.sifa_norm: nn.Module | None = None
+        self.conv_t: nn.Conv3d | None = None
+        if use_sifa:
+            # self.shift_size is the effective shift after timm's clamp of the window to the map
+            self.temporal_mode = "conv" if any(self.shift_size) else "sifa"
+            if self.temporal_mode == "sifa":
+                self.sifa = SIFA(dim, kernel_size=sifa_kernel_size, learn_offsets=learn_offsets, backend=sifa_backend)
+            self.sifa_norm = norm_layer(dim)
+            self.conv_t = nn.Conv3d(dim, dim, kernel_size=(3, 1, 1), padding=(1, 0, 0), bias=False)
+            self.reset_temporal_parameters()
+
+    def reset_temporal_parameters(self) -> None:
+        """Zero the temporal path (SIFA norm, temporal conv, offset conv) so the block starts as plain Swin."""
+        if self.sifa_norm is not None:
+            nn.init.zeros_(self.sifa_norm.weight)
+            nn.init.zeros_(self.sifa_norm.bias)
+        if self.conv_t is not None:
+            nn.init.zeros_(self.conv_t.weight)
+        if self.sifa is not None and self.sifa.conv_offset is not None:
+            nn.init.zeros_(self.sifa.conv_offset.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T', H, W, C)`` → ``(B, T', H, W, C)``."""
+        B, T, H, W, C = x.shape
+        x = x.reshape(B * T, H, W, C)
+        x = x + self.drop_path1(self._attn(self.norm1(x)))  # (B·T', H, W, C)
+        if self.temporal_mode is not None:
+            clip = x.view(B, T, H, W, C).permute(0, 4, 1, 2, 3)  # (B, C, T', H, W)
+            if self.temporal_mode == "sifa":
+                y = self.sifa(clip).permute(0, 2, 3, 4, 1).reshape(B * T, H, W, C)
+                x = x + self.sifa_norm(y)
+            else:
+                x = x + self.conv_t(clip).permute(0, 2, 3, 4, 1).reshape(B * T, H, W, C)
+        x = x.reshape(B * T, H * W, C)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x.reshape(B, T, H, W, C)
+
+    def extra_repr(self) -> str:
+        return f"temporal_mode={self.temporal_mode}, window_size={self.window_size}, shift_size={self.shift_size}"
+
+
+class SifaSwinStage(nn.Module):
+    """One Swin stage on ``(B, T', H, W, C)`` tokens: timm ``PatchMerging`` (stages > 0), then the blocks.
+
+    Args:
+        dim: input channels.
+        out_dim: output channels (``2·dim`` after a merge).
+        input_resolution: token map size ``(H, W)`` before the merge.
+        depth: number of blocks; even indices are unshifted, odd ones shifted.
+        downsample: start with a 2x2 patch merge.
+        num_heads: attention heads.
+        window_size: attention window.
+        drop_path: stochastic depth per block.
+        block_kwargs: the remaining :class:`SifaSwinBlock` arguments.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        input_resolution: tuple[int, int],
+        depth: int,
+        downsample: bool,
+        num_heads: int,
+        window_size: int,
+        drop_path: list[float],
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+        **block_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+        self.output_resolution = tuple((r + 1) // 2 for r in input_resolution) if downsample else input_resolution
+        self.downsample = PatchMerging(dim, out_dim=out_dim, norm_layer=norm_layer) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(
+            *[
+                SifaSwinBlock(
+                    out_dim,
+                    self.output_resolution,
+                    num_heads,
+                    window_size=window_size,
+                    shift_size=0 if i % 2 == 0 else window_size // 2,
+                    drop_path=drop_path[i],
+                    norm_layer=norm_layer,
+                    **block_kwargs,
+                )
+                for i in range(depth)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T', H, W, C)`` → ``(B, T', H_out, W_out, C_out)``."""
+        B, T = x.shape[:2]
+        x = self.downsample(x.flatten(0, 1)).unflatten(0, (B, T))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class SifaSwinTransformer(nn.Module):
+    """SIFA-Transformer (Swin family) for clips ``(B, C, T, H, W)``.
+
+    Args:
+        img_size: frame size (square int or ``(H, W)``); inputs must match it.
+        patch_size: spatial tubelet size P.
+        in_chans: input channels C.
+        num_classes: classifier outputs; 0 for a feature extractor.
+        num_frames: nominal clip length (the training setting, recorded for processors and model cards);
+            any ``T`` that is a positive multiple of ``early_stride`` is accepted.
+        early_stride: temporal tubelet length E; ``T' = T / E`` steps reach the SIFA blocks.
+        embed_dim: channels D of the first stage (doubled at each merge).
+        depths: blocks per stage.
+        num_heads: attention heads per stage.
+        window_size: attention window.
+        mlp_ratio: MLP hidden width / channels.
+        qkv_bias: bias of the qkv projections.
+        drop_rate: dropout before the classifier (``dropout_ratio`` of the official code).
+        proj_drop_rate: dropout after attention / MLP projections (``drop_rate`` of the official code).
+        attn_drop_rate: attention-weight dropout.
+        drop_path_rate: stochastic depth, linear over all blocks.
+        patch_norm: LayerNorm after the tubelet embedding; the released model has none (False), True keeps the
+            one of 2D Swin weights when inflating them.
+        use_sifa: SIFA blocks (True) or the C2D twin without temporal modelling (False).
+        learn_offsets: learn SIFA offsets (zero-initialised conv, the paper); False = fixed zero (as released).
+        sifa_kernel_size: K of the SIFA neighbourhood.
+        sifa_backend: operator backend (see :func:`sifa_hub.ops.sifa_attention`).
+        global_pool: spatial pooling of the head (``"avg"``).
+        norm_layer: normalization layer.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 400,
+        num_frames: int = 16,
+        early_stride: int = 4,
+        embed_dim: int = 96,
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        patch_norm: bool = False,
+        use_sifa: bool = True,
+        learn_offsets: bool = False,
+        sifa_kernel_size: int = 3,
+        sifa_backend: str = "auto",
+        global_pool: str = "avg",
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+    ) -> None:
+        super().__init__()
+        img_size = to_2tuple(img_size)
+        depths, num_heads = tuple(depths), tuple(num_heads)
+        if len(depths) != len(num_heads) or not depths:
+            raise ValueError(f"depths {depths} and num_heads {num_heads} must be non-empty and of equal length")
+        if early_stride < 1 or num_frames < early_stride or num_frames % early_stride:
+            raise ValueError(f"num_frames ({num_frames}) must be a positive multiple of early_stride ({early_stride})")
+        if any(s % patch_size for s in img_size):
+            raise ValueError(f"img_size {img_size} must be divisible by patch_size ({patch_size})")
+        dims = [int(embed_dim * 2**i) for i in range(len(depths))]
+        for d, h in zip(dims, num_heads):
+            if d % h:
+                raise ValueError(f"stage width {d} is not divisible by its number of heads {h}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.num_frames = num_frames
+        self.early_stride = early_stride
+        self.use_sifa = use_sifa
+        self.learn_offsets = learn_offsets
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.feature_info: list[dict[str, Any]] = []
+
+        self.patch_embed = TubeletEmbed(
+            in_chans, embed_dim, early_stride, patch_size, norm_layer=norm_layer if patch_norm else None
+        )
+        grid = (img_size[0] // patch_size, img_size[1] // patch_size)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages = []
+        in_dim, resolution = dims[0], grid
+        for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+            stage = SifaSwinStage(
+                in_dim,
+                dims[i],
+                resolution,
+                depth,
+                downsample=i > 0,
+                num_heads=heads,
+                window_size=window_size,
+                drop_path=dpr[i],
+                norm_layer=norm_layer,
+                use_sifa=use_sifa,
+                learn_offsets=learn_offsets,
+                sifa_kernel_size=sifa_kernel_size,
+                sifa_backend=sifa_backend,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate,
+                attn_drop=attn_drop_rate,
+            )
+            stages.append(stage)
+            in_dim, resolution = dims[i], stage.output_resolution
+            self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2**i, module=f"layers.{i}"))
+        self.layers = nn.Sequential(*stages)
+        self.norm = norm_layer(self.num_features)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Relative position bias tables (norms and biases are 1-D: timm's optimizer factory skips them)."""
+        return {n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r"^patch_embed",
+            blocks=r"^layers\.(\d+)"
+            if coarse
+            else [
+                (r"^layers\.(\d+)\.downsample", (0,)),
+                (r"^layers\.(\d+)\.\w+\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier (``num_classes=0``: ``forward`` returns pooled features ``(B, C)``)."""
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features)
+        self.head_hidden_size = self.head.num_features
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``TypeError``/``ValueError`` naming the problem if ``x`` is not a ``(B, C, T, H, W)`` clip."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__} expects a torch.Tensor clip, got {type(x).__name__}")
+        if x.dim() != 5:
+            raise ValueError(
+                f"{type(self).__name__} expects a clip of shape (B, C, T, H, W), got a {x.dim()}-D tensor "
+                f"of shape {tuple(x.shape)}"
+            )
+        B, C, T, H, W = x.shape
+        if C != self.in_chans:
+            hint = (
+                "; it looks like (B, T, C, H, W): use x.permute(0, 2, 1, 3, 4)" if x.shape[2] == self.in_chans else ""
+            )
+            raise ValueError(
+                f"{type(self).__name__} expects (B, C={self.in_chans}, T, H, W), got shape {tuple(x.shape)}{hint}"
+            )
+        if T < self.early_stride or T % self.early_stride:
+            raise ValueError(
+                f"clip length T={T} must be a positive multiple of early_stride={self.early_stride} "
+                f"(tubelets of {self.early_stride} frames)"
+            )
+        if (H, W) != self.img_size:
+            raise ValueError(
+                f"frame size {H}x{W} does not match the model's img_size {self.img_size[0]}x{self.img_size[1]} "
+                f"(build it with img_size=({H}, {W}); H and W must be multiples of patch_size={self.patch_size})"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T, H, W)`` → normalised last-stage features ``(B, C_out, T', H', W')``."""
+        self.check_input(x)
+        x = self.patch_embed(x)  # (B, T', H/P, W/P, D)
+        x = self.layers(x)  # (B, T', H', W', C_out)
+        x = self.norm(x)
+        return x.permute(0, 4, 1, 2, 3)  # (B, C_out, T', H', W')
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Per-tubelet pool → dropout → Linear, then the mean over T'.
+
+        Args:
+            x: ``(B, C, T', H', W')`` from :meth:`forward_features`.
+            pre_logits: return the pooled features ``(B, C)`` (mean over T' of the per-tubelet features after
+                dropout; ``get_classifier()`` of them equals the logits).
+
+        Returns:
+            ``(B, num_classes)`` logits, or ``(B, C)`` with ``pre_logits`` or ``num_classes=0``; with
+            ``global_pool=""`` the unpooled ``(B, C, T', H', W')``.
+        """
+        B, T = x.shape[0], x.shape[2]
+        y = self.head(x.transpose(1, 2).flatten(0, 1), pre_logits=pre_logits)  # per tubelet (B·T', ...)
+        y = y.unflatten(0, (B, T))
+        if y.dim() > 3:  # no global pooling: (B, T', C, H', W')
+            return y.transpose(1, 2)
+        return y.mean(1)  # (B, N)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T, H, W)`` → ``(B, num_classes)`` logits."""
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCTHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (timm's ``forward_intermediates`` contract).
+
+        Args:
+            x: ``(B, C, T, H, W)`` clip.
+            indices: take the last n stages if int, all if None, or these stage indices.
+            norm: apply the final norm to the last stage's output.
+            stop_early: stop after the last requested stage.
+            output_fmt: ``"NCTHW"`` → ``(B, C_i, T', H_i, W_i)``; ``"NCHW"`` → per-tubelet maps
+                ``(B·T', C_i, H_i, W_i)`` (timm's image convention, used by ``features_only``).
+            intermediates_only: return only the intermediates.
+
+        Returns:
+            The intermediates, or ``(final features (B, C_out, T', H', W'), intermediates)``.
+        """
+        if output_fmt not in ("NCTHW", "NCHW"):
+            raise ValueError(f"output_fmt must be 'NCTHW' or 'NCHW', got {output_fmt!r}")
+        self.check_input(x)
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        stages = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[: max_index + 1]
+        num_stages = len(self.layers)
+        intermediates = []
+        x = self.patch_embed(x)  # (B, T', H, W, D)
+        i = 0
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                feat = self.norm(x) if norm and i == num_stages - 1 else x
+                feat = feat.permute(0, 4, 1, 2, 3)  # (B, C_i, T', H_i, W_i)
+                if output_fmt == "NCHW":
+                    feat = feat.transpose(1, 2).flatten(0, 1)  # (B·T', C_i, H_i, W_i)
+                intermediates.append(feat.contiguous())
+        if intermediates_only:
+            return intermediates
+        if i == num_stages - 1:
+            x = self.norm(x)
+        return x.permute(0, 4, 1, 2, 3), intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop stages (and norm / head) not needed for the requested intermediates."""
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        prune_end = max_index < len(self.layers) - 1
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        self.layers = self.layers[: max_index + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take_indices
+
+
+_OFFICIAL_CONSTANTS = ("relative_position_index", "attn_mask", "def_cor.weight", "relative_coords_table")
+_TEMPORAL_KEYS = (".sifa_norm.", ".conv_t.")
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SifaSwinTransformer) -> dict[str, torch.Tensor]:
+    """Convert a checkpoint to ``model``'s keys and shapes; raise a readable report on any mismatch.
+
+    Accepted sources:
+
+    * this module's own state dicts (pass through);
+    * official SIFA-Transformer / C2D-Swin checkpoints (``.pth``, optional ``module.`` prefix): patch merging
+      moves from the end of stage i to the start of stage i+1, ``fc`` → ``head.fc``, ``tda_norm`` →
+      ``sifa_norm``, ``conv.weight (C, C, 1, 3)`` → ``conv_t.weight (C, C, 3, 1, 1)``; the fixed ``def_cor``
+      (1/C) tensors and the ``relative_position_index`` / ``attn_mask`` buffers are dropped;
+    * 2D ImageNet Swin weights (timm ``swin_*_patch4_window7_224`` or Microsoft's originals): the patch
+      embedding ``(D, C, P, P)`` is inflated to ``(D, C, E, P, P)`` with the 2D kernel at ``E // 2`` and zeros
+      elsewhere, relative position tables are resized when the window differs, and the temporal path
+      (``sifa_norm``, ``conv_t``, offset convs) is set to its zero initialisation.
+
+    Also: offset convs absent from a checkpoint with fixed offsets start at zero (= the released behaviour); a
+    classifier whose shape differs from the model's is dropped and ``head.fc`` keeps the model's weights
+    (warning); the 2D patch-embedding norm is dropped (warning) when the model has ``patch_norm=False``.
+    Anything else missing, unexpected or mis-shaped raises :class:`~sifa_hub.models._helpers.CheckpointMismatchError`.
+    """
+    state = unwrap_state_dict(state_dict)
+    own = model.state_dict()
+    official = any(k.startswith("layers.0.downsample.") for k in state) or "fc.weight" in state
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.endswith(_OFFICIAL_CONSTANTS):
+            continue  # fixed constants / buffers the model rebuilds
+        if official:
+            k = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", k)
+            k = re.sub(r"^(fc|head)\.(weight|bias)$", r"head.fc.\2", k)
+        k = k.replace(".tda_norm.", ".sifa_norm.")
+        if re.fullmatch(r"layers\.\d+\.blocks\.\d+\.conv\.weight", k):
+            k = k.replace(".conv.weight", ".conv_t.weight")
+            if v.dim() == 4:  # official Conv2d (C, C, 1, 3) over (N, C, H·W, T') → Conv3d (C, C, 3, 1, 1)
+                v = v[:, :, 0, :, None, None]
+        if k == "patch_embed.proj.weight" and v.dim() == 4:
+            v = inflate_conv_weight(v, time=model.early_stride, center=True)
+        if k.endswith("relative_position_bias_table") and k in own and v.shape != own[k].shape:
+            window = model.get_submodule(k.rsplit(".", 1)[0]).window_size
+            v = resize_rel_pos_bias_table(v, new_window_size=window, new_bias_shape=own[k].shape)
+        out[k] = v
+
+    patch_norm_keys = [k for k in out if k.startswith("patch_embed.norm.") and k not in own]
+    if patch_norm_keys:
+        warnings.warn(
+            "checkpoint has a patch-embedding LayerNorm but the model was built with patch_norm=False (as the "
+            "released SIFA-Transformer): dropping " + ", ".join(patch_norm_keys),
+            stacklevel=2,
+        )
+        for k in patch_norm_keys:
+            del out[k]
+
+    head_keys = [k for k in out if k.startswith("head.fc.")]
+    own_head = [k for k in own if k.startswith("head.fc.")]
+    if any(k not in own or out[k].shape != own[k].shape for k in head_keys) or (own_head and not head_keys):
+        shapes = {k: tuple(out[k].shape) for k in head_keys}
+        warnings.warn(
+            f"checkpoint classifier {shapes or 'absent'} does not fit the model's {model.num_classes} classes: "
+            "head.fc keeps the model's initialisation",
+            stacklevel=2,
+        )
+        for k in head_keys:
+            del out[k]
+        out.update({k: own[k] for k in own_head})
+
+    has_temporal = any(t in k for k in out for t in _TEMPORAL_KEYS)
+    has_offsets = any(".sifa.conv_offset." in k for k in out)
+    filled = []
+    for k, v in own.items():
+        if k in out:
+            continue
+        if (any(t in k for t in _TEMPORAL_KEYS) and not has_temporal) or (
+            ".sifa.conv_offset." in k and not has_offsets
+        ):
+            out[k] = torch.zeros_like(v)
+            filled.append(k)
+    if filled:
+        _logger.info("zero-initialised %d temporal-path tensors absent from the checkpoint", len(filled))
+
+    check_state_dict(model, out, source="checkpoint (after conversion)")
+    return out
+
+
+def _create_sifa_swin(variant: str, pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (2, 2, 6, 2))))))
+    return build_model_with_cfg(
+        SifaSwinTransformer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 400,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "fixed_input_size": True,
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head.fc",
+        "license": "apache-2.0",
+        "paper_ids": "arXiv:2206.06931",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "sifa_swin_tiny_patch4_window7_224": _cfg(),
+        "sifa_swin_small_patch4_window7_224": _cfg(),
+        "sifa_swin_base_patch4_window7_224": _cfg(),
+        "sifa_swin_large_patch4_window7_224": _cfg(),
+        "sifa_swin_pico": _cfg(input_size=(3, 32, 32), pool_size=(8, 8)),
+        "c2d_swin_tiny_patch4_window7_224": _cfg(),
+        "c2d_swin_small_patch4_window7_224": _cfg(),
+        "c2d_swin_base_patch4_window7_224": _cfg(),
+        "c2d_swin_large_patch4_window7_224": _cfg(),
+        "c2d_swin_pico": _cfg(input_size=(3, 32, 32), pool_size=(8, 8)),
+    }
+)
+
+# Stochastic depth as in the official constructors (S 0.3, B/L 0.5; T 0.2 as Swin-T).
+_TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2)
+_SMALL = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3)
+_BASE = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5)
+_LARGE = dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), drop_path_rate=0.5)
+# CPU-sized: 8 frames → T'=4 tubelets of 2 frames; 32 px / patch 2 → 16x16 then 8x8 tokens, window 4, so both
+# stages hold one SIFA (unshifted) and one temporal-conv (shifted) block. Works at 64 px too (img_size=64).
+_PICO = dict(
+    embed_dim=32,
+    depths=(2, 2),
+    num_heads=(2, 4),
+    window_size=4,
+    patch_size=2,
+    early_stride=2,
+    num_frames=8,
+    drop_path_rate=0.0,
+)
+
+
+@register_model
+def sifa_swin_tiny_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """SIFA-Transformer Swin-T (our addition), 16 frames, 224 px."""
+    model_args = dict(_TINY)
+    return _create_sifa_swin("sifa_swin_tiny_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sifa_swin_small_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """SIFA-Transformer Swin-S (official ``c2d_sifa_swin_vit_s_p4_w7``), 16 frames, 224 px."""
+    model_args = dict(_SMALL)
+    return _create_sifa_swin("sifa_swin_small_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sifa_swin_base_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """SIFA-Transformer Swin-B (official ``c2d_sifa_swin_vit_b_p4_w7``), 16 frames, 224 px."""
+    model_args = dict(_BASE)
+    return _create_sifa_swin("sifa_swin_base_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sifa_swin_large_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """SIFA-Transformer Swin-L (official ``c2d_sifa_swin_vit_l_p4_w7``), 16 frames, 224 px."""
+    model_args = dict(_LARGE)
+    return _create_sifa_swin("sifa_swin_large_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sifa_swin_pico(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """CPU-trainable SIFA-Transformer: D=32, depths (2, 2), 8-frame 32 px clips, tubelets 2x2x2."""
+    model_args = dict(_PICO)
+    return _create_sifa_swin("sifa_swin_pico", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def c2d_swin_tiny_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """C2D Swin-T twin of ``sifa_swin_tiny_patch4_window7_224`` (no temporal modelling)."""
+    model_args = dict(_TINY, use_sifa=False)
+    return _create_sifa_swin("c2d_swin_tiny_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def c2d_swin_small_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """C2D Swin-S twin (official ``c2d_swin_vit_s_p4_w7``)."""
+    model_args = dict(_SMALL, use_sifa=False)
+    return _create_sifa_swin("c2d_swin_small_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def c2d_swin_base_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """C2D Swin-B twin (official ``c2d_swin_vit_b_p4_w7``)."""
+    model_args = dict(_BASE, use_sifa=False)
+    return _create_sifa_swin("c2d_swin_base_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def c2d_swin_large_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """C2D Swin-L twin (official ``c2d_swin_vit_l_p4_w7``)."""
+    model_args = dict(_LARGE, use_sifa=False)
+    return _create_sifa_swin("c2d_swin_large_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def c2d_swin_pico(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """C2D twin of ``sifa_swin_pico`` (no temporal modelling)."""
+    model_args = dict(_PICO, use_sifa=False)
+    return _create_sifa_swin("c2d_swin_pico", pretrained, **dict(model_args, **kwargs))
