@@ -353,7 +353,7 @@ class SifaSwinTransformer(nn.Module):
             )
             stages.append(stage)
             in_dim, resolution = dims[i], stage.output_resolution
-            self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2**i, module=f"layers.{i}"))
+            self.feature_info.append({"num_chs": dims[i], "reduction": patch_size * 2**i, "module": f"layers.{i}"})
         self.layers = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
@@ -373,16 +373,8 @@ class SifaSwinTransformer(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r"^patch_embed",
-            blocks=r"^layers\.(\d+)"
-            if coarse
-            else [
-                (r"^layers\.(\d+)\.downsample", (0,)),
-                (r"^layers\.(\d+)\.\w+\.(\d+)", None),
-                (r"^norm", (99999,)),
-            ],
-        )
+        fine = [(r"^layers\.(\d+)\.downsample", (0,)), (r"^layers\.(\d+)\.\w+\.(\d+)", None), (r"^norm", (99999,))]
+        return {"stem": r"^patch_embed", "blocks": r"^layers\.(\d+)" if coarse else fine}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -410,23 +402,22 @@ class SifaSwinTransformer(nn.Module):
                 f"{type(self).__name__} expects a clip of shape (B, C, T, H, W), got a {x.dim()}-D tensor "
                 f"of shape {tuple(x.shape)}"
             )
-        B, C, T, H, W = x.shape
-        if C != self.in_chans:
-            hint = (
-                "; it looks like (B, T, C, H, W): use x.permute(0, 2, 1, 3, 4)" if x.shape[2] == self.in_chans else ""
-            )
+        _, chans, frames, height, width = x.shape
+        if chans != self.in_chans:
+            hint = "; it looks like (B, T, C, H, W): use x.permute(0, 2, 1, 3, 4)" if frames == self.in_chans else ""
             raise ValueError(
                 f"{type(self).__name__} expects (B, C={self.in_chans}, T, H, W), got shape {tuple(x.shape)}{hint}"
             )
-        if T < self.early_stride or T % self.early_stride:
+        if frames < self.early_stride or frames % self.early_stride:
             raise ValueError(
-                f"clip length T={T} must be a positive multiple of early_stride={self.early_stride} "
+                f"clip length T={frames} must be a positive multiple of early_stride={self.early_stride} "
                 f"(tubelets of {self.early_stride} frames)"
             )
-        if (H, W) != self.img_size:
+        if (height, width) != self.img_size:
             raise ValueError(
-                f"frame size {H}x{W} does not match the model's img_size {self.img_size[0]}x{self.img_size[1]} "
-                f"(build it with img_size=({H}, {W}); H and W must be multiples of patch_size={self.patch_size})"
+                f"frame size {height}x{width} does not match the model's img_size "
+                f"{self.img_size[0]}x{self.img_size[1]} (build it with img_size=({height}, {width}); "
+                f"H and W must be multiples of patch_size={self.patch_size})"
             )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -619,7 +610,7 @@ def _create_sifa_swin(variant: str, pretrained: bool = False, **kwargs: Any) -> 
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
+        feature_cfg={"feature_cls": "getter", "out_indices": out_indices},
         **kwargs,
     )
 
@@ -658,90 +649,119 @@ default_cfgs = generate_default_cfgs(
     }
 )
 
-# Stochastic depth as in the official constructors (S 0.3, B/L 0.5; T 0.2 as Swin-T).
-_TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2)
-_SMALL = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3)
-_BASE = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5)
-_LARGE = dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), drop_path_rate=0.5)
-# CPU-sized: 8 frames → T'=4 tubelets of 2 frames; 32 px / patch 2 → 16x16 then 8x8 tokens, window 4, so both
-# stages hold one SIFA (unshifted) and one temporal-conv (shifted) block. Works at 64 px too (img_size=64).
-_PICO = dict(
-    embed_dim=32,
-    depths=(2, 2),
-    num_heads=(2, 4),
-    window_size=4,
-    patch_size=2,
-    early_stride=2,
-    num_frames=8,
-    drop_path_rate=0.0,
-)
+# Variants. Stochastic depth as in the official constructors (S 0.3, B/L 0.5; T 0.2 as Swin-T).
+# pico (CPU-sized): 8 frames -> T'=4 tubelets of 2 frames; 32 px / patch 2 -> 16x16 then 8x8 tokens with window 4, so
+# each stage holds one SIFA (unshifted) and one temporal-conv (shifted) block; also runs at 64 px (img_size=64).
 
 
 @register_model
 def sifa_swin_tiny_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """SIFA-Transformer Swin-T (our addition), 16 frames, 224 px."""
-    model_args = dict(_TINY)
+    model_args = {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24), "drop_path_rate": 0.2}
     return _create_sifa_swin("sifa_swin_tiny_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def sifa_swin_small_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """SIFA-Transformer Swin-S (official ``c2d_sifa_swin_vit_s_p4_w7``), 16 frames, 224 px."""
-    model_args = dict(_SMALL)
+    model_args = {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24), "drop_path_rate": 0.3}
     return _create_sifa_swin("sifa_swin_small_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def sifa_swin_base_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """SIFA-Transformer Swin-B (official ``c2d_sifa_swin_vit_b_p4_w7``), 16 frames, 224 px."""
-    model_args = dict(_BASE)
+    model_args = {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32), "drop_path_rate": 0.5}
     return _create_sifa_swin("sifa_swin_base_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def sifa_swin_large_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """SIFA-Transformer Swin-L (official ``c2d_sifa_swin_vit_l_p4_w7``), 16 frames, 224 px."""
-    model_args = dict(_LARGE)
+    model_args = {"embed_dim": 192, "depths": (2, 2, 18, 2), "num_heads": (6, 12, 24, 48), "drop_path_rate": 0.5}
     return _create_sifa_swin("sifa_swin_large_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def sifa_swin_pico(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
-    """CPU-trainable SIFA-Transformer: D=32, depths (2, 2), 8-frame 32 px clips, tubelets 2x2x2."""
-    model_args = dict(_PICO)
+    """CPU-sized SIFA-Transformer: D=32, depths (2, 2), 8-frame 32 px clips in 2x2x2 tubelets."""
+    model_args = {
+        "embed_dim": 32,
+        "depths": (2, 2),
+        "num_heads": (2, 4),
+        "window_size": 4,
+        "patch_size": 2,
+        "early_stride": 2,
+        "num_frames": 8,
+        "drop_path_rate": 0.0,
+    }
     return _create_sifa_swin("sifa_swin_pico", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def c2d_swin_tiny_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
-    """C2D Swin-T twin of ``sifa_swin_tiny_patch4_window7_224`` (no temporal modelling)."""
-    model_args = dict(_TINY, use_sifa=False)
+    """C2D Swin-T: the frame-wise twin of ``sifa_swin_tiny_patch4_window7_224``."""
+    model_args = {
+        "embed_dim": 96,
+        "depths": (2, 2, 6, 2),
+        "num_heads": (3, 6, 12, 24),
+        "drop_path_rate": 0.2,
+        "use_sifa": False,
+    }
     return _create_sifa_swin("c2d_swin_tiny_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def c2d_swin_small_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
-    """C2D Swin-S twin (official ``c2d_swin_vit_s_p4_w7``)."""
-    model_args = dict(_SMALL, use_sifa=False)
+    """C2D Swin-S (official ``c2d_swin_vit_s_p4_w7``)."""
+    model_args = {
+        "embed_dim": 96,
+        "depths": (2, 2, 18, 2),
+        "num_heads": (3, 6, 12, 24),
+        "drop_path_rate": 0.3,
+        "use_sifa": False,
+    }
     return _create_sifa_swin("c2d_swin_small_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def c2d_swin_base_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
-    """C2D Swin-B twin (official ``c2d_swin_vit_b_p4_w7``)."""
-    model_args = dict(_BASE, use_sifa=False)
+    """C2D Swin-B (official ``c2d_swin_vit_b_p4_w7``)."""
+    model_args = {
+        "embed_dim": 128,
+        "depths": (2, 2, 18, 2),
+        "num_heads": (4, 8, 16, 32),
+        "drop_path_rate": 0.5,
+        "use_sifa": False,
+    }
     return _create_sifa_swin("c2d_swin_base_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def c2d_swin_large_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
-    """C2D Swin-L twin (official ``c2d_swin_vit_l_p4_w7``)."""
-    model_args = dict(_LARGE, use_sifa=False)
+    """C2D Swin-L (official ``c2d_swin_vit_l_p4_w7``)."""
+    model_args = {
+        "embed_dim": 192,
+        "depths": (2, 2, 18, 2),
+        "num_heads": (6, 12, 24, 48),
+        "drop_path_rate": 0.5,
+        "use_sifa": False,
+    }
     return _create_sifa_swin("c2d_swin_large_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def c2d_swin_pico(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
-    """C2D twin of ``sifa_swin_pico`` (no temporal modelling)."""
-    model_args = dict(_PICO, use_sifa=False)
+    """C2D twin of ``sifa_swin_pico``."""
+    model_args = {
+        "embed_dim": 32,
+        "depths": (2, 2),
+        "num_heads": (2, 4),
+        "window_size": 4,
+        "patch_size": 2,
+        "early_stride": 2,
+        "num_frames": 8,
+        "drop_path_rate": 0.0,
+        "use_sifa": False,
+    }
     return _create_sifa_swin("c2d_swin_pico", pretrained, **dict(model_args, **kwargs))
