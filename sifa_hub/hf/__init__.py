@@ -1,0 +1,36 @@
+"""Hugging Face transformers integration: config, models, video processor, Auto* registration, remote-code export.
+
+Importing this package (``import sifa_hub`` does) registers ``model_type="sifa"`` with ``AutoConfig``,
+``AutoModel``, ``AutoModelForVideoClassification`` and ``AutoVideoProcessor``, so saved SIFA checkpoints load
+without ``trust_remote_code``.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, AutoVideoProcessor
+
+from .configuration_sifa import SifaConfig
+from .modeling_sifa import (
+    SifaForVideoClassification,
+    SifaModel,
+    SifaModelOutput,
+    SifaPreTrainedModel,
+    SifaVideoClassifierOutput,
+)
+from .remote_code import export_for_remote_code, write_remote_code
+from .video_processing_sifa import SifaVideoProcessor
+
+__all__ = [
+    "SifaConfig",
+    "SifaForVideoClassification",
+    "SifaModel",
+    "SifaModelOutput",
+    "SifaPreTrainedModel",
+    "SifaVideoClassifierOutput",
+    "SifaVideoProcessor",
+    "export_for_remote_code",
+    "write_remote_code",
+]
+
+AutoConfig.register(SifaConfig.model_type, SifaConfig, exist_ok=True)
+AutoModel.register(SifaConfig, SifaModel, exist_ok=True)
+AutoModelForVideoClassification.register(SifaConfig, SifaForVideoClassification, exist_ok=True)
+AutoVideoProcessor.register(SifaConfig, SifaVideoProcessor, exist_ok=True)

@@ -1,0 +1,427 @@
+"""transformers models for SIFA video backbones: thin adapters around the timm models of ``sifa_hub.models``.
+
+The network is defined once, in ``sifa_hub/models`` (timm). :class:`SifaModel` and
+:class:`SifaForVideoClassification` hold the module ``timm.create_model(config.architecture, ...)`` builds as
+``self.timm_model`` and own no layer of their own. Checkpoints keep timm's native keys: ``model.safetensors``
+written by ``save_pretrained`` holds ``conv1.weight``, ``layer4.0...`` (not ``timm_model.conv1.weight``), so
+``timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay=dict(file=".../model.safetensors"))``
+and ``timm.create_model("local-dir:<dir>")`` load the same file. The ``timm_model.`` prefix is added on load and
+removed on save by a transformers checkpoint-conversion rule (``PrefixChange``) registered for ``model_type="sifa"``.
+
+Key mapping between the two views: ``hf_key == "timm_model." + timm_key``; :meth:`SifaPreTrainedModel.from_timm`
+and :meth:`SifaPreTrainedModel.to_timm` convert without copying.
+
+Inputs follow VideoMAE / TimeSformer: ``pixel_values`` is ``(B, T, C, H, W)``; it is permuted to timm's
+``(B, C, T, H, W)``.
+
+SIFA-Net (ResNet family) has two classifiers, ``fc`` on layer4 and ``fc_dual`` on the temporally pooled
+layer4_dual. :class:`SifaForVideoClassification` returns
+
+* ``logits = log((softmax(a) + softmax(b)) / 2)``: the log of the reference prediction, so ``softmax(logits)`` is
+  the official two-head inference output (and the video-classification pipeline's scores);
+* ``head_logits = (a, b)``: the raw logits of both heads;
+* ``loss = CE(a) + CE(b)`` with integer ``labels`` (the reference objective, :meth:`SIFAResNet.loss`); for other
+  ``problem_type`` s transformers' classification loss of each head, summed.
+
+The Swin family has one head: ``logits`` are timm's logits (mean over tubelets) and ``loss`` is transformers'
+classification loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import timm
+import torch
+from timm.models.swin_transformer import WindowAttention
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import PrefixChange
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+
+from ..layers import SIFA
+from ..models._helpers import CheckpointMismatchError
+from ..models.sifa_resnet import SIFAResNet, combine_heads
+from ..models.sifa_swin import SifaSwinTransformer
+from .configuration_sifa import SifaConfig
+
+__all__ = [
+    "SifaForVideoClassification",
+    "SifaModel",
+    "SifaModelOutput",
+    "SifaPreTrainedModel",
+    "SifaVideoClassifierOutput",
+]
+
+TIMM_PREFIX = "timm_model"
+
+# checkpoints hold timm-native keys; the model's keys are "timm_model.<timm key>"
+register_checkpoint_conversion_mapping("sifa", [PrefixChange(prefix_to_add=TIMM_PREFIX)], overwrite=True)
+
+
+@dataclass
+class SifaModelOutput(BaseModelOutputWithPooling):
+    r"""Output of :class:`SifaModel`.
+
+    last_hidden_state (`torch.FloatTensor` of shape `(B, C, T', H', W')`):
+        Final feature map of the backbone (SIFA-Net: layer4; Swin: the normalised last stage). ``T'`` is the
+        number of time steps after the early (temporal) stride.
+    pooler_output (`torch.FloatTensor` of shape `(B, D)`):
+        Pooled features fed to the classifier(s): Swin ``D = C`` (mean over tubelets); SIFA-Net ``D = 2C``, the
+        pooled main and dual branches concatenated (main first).
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        Per-stage maps ``(B, C_i, T_i, H_i, W_i)`` from timm's ``forward_intermediates`` (SIFA-Net: stem and
+        layer1-4; Swin: the stages), returned with ``output_hidden_states=True``.
+    dual_hidden_state (`torch.FloatTensor` of shape `(B, C, T'/2, 2H', 2W')`, *optional*):
+        SIFA-Net only: the final map of the dual (temporally pooled) branch.
+    """
+
+    dual_hidden_state: torch.FloatTensor | None = None
+
+
+@dataclass
+class SifaVideoClassifierOutput(ImageClassifierOutput):
+    r"""Output of :class:`SifaForVideoClassification`.
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Classification loss (SIFA-Net with integer labels: ``CE(a) + CE(b)``), returned when ``labels`` are given.
+    logits (`torch.FloatTensor` of shape `(B, num_labels)`):
+        Scores whose softmax is the prediction (SIFA-Net: ``log((softmax(a) + softmax(b)) / 2)``).
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        Per-stage maps, as in :class:`SifaModelOutput`.
+    head_logits (`tuple(torch.FloatTensor)`, *optional*):
+        SIFA-Net only: raw logits ``(a, b)`` of the main (layer4) and dual (layer4_dual) heads.
+    """
+
+    head_logits: tuple[torch.FloatTensor, torch.FloatTensor] | None = None
+
+
+def _create_timm_model(config: SifaConfig, num_classes: int) -> nn.Module:
+    """``timm.create_model(config.architecture, num_classes=..., **config.timm_kwargs())`` with clear errors."""
+    if not timm.is_model(config.architecture):
+        known = sorted(set(timm.list_models("sifa_*")) | set(timm.list_models("c2d_*")))
+        raise ValueError(f"unknown SIFA architecture {config.architecture!r}; registered variants: {known}")
+    return timm.create_model(config.architecture, pretrained=False, num_classes=num_classes, **config.timm_kwargs())
+
+
+def _mark_initialized(module: nn.Module) -> None:
+    """Flag every tensor as initialised so transformers' ``post_init`` keeps timm's initialisation."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        tensor._is_hf_initialized = True
+
+
+class SifaPreTrainedModel(PreTrainedModel):
+    """Base class: config class, weight (re)initialisation, checkpoint checks, gradient checkpointing, timm
+    conversion."""
+
+    config_class = SifaConfig
+    config: SifaConfig
+    base_model_prefix = TIMM_PREFIX
+    main_input_name = "pixel_values"
+    input_modalities = ("video",)
+    supports_gradient_checkpointing = True
+    # the whole timm network stays on one device (its heads and residuals mix tensors of several children)
+    _no_split_modules = ["SIFAResNet", "SifaSwinTransformer"]
+    model_tags = ["timm", "sifa", "video-classification"]
+    # used in Trainer to avoid passing `num_items_in_batch` to forward
+    accepts_loss_kwargs = False
+    timm_model: nn.Module
+
+    def _init_timm_model(self, timm_model: nn.Module | None, num_classes: int) -> None:
+        """Build (or adopt) the timm model, check it against the config, keep timm's init on a fresh model."""
+        if timm_model is None:
+            timm_model = _create_timm_model(self.config, num_classes)
+        elif not isinstance(timm_model, (SIFAResNet, SifaSwinTransformer)):
+            raise TypeError(f"expected a SIFA timm model (SIFAResNet / SifaSwinTransformer), got {type(timm_model)}")
+        early_stride = timm_model.early_stride
+        if self.config.num_frames % early_stride or (
+            isinstance(timm_model, SIFAResNet) and self.config.num_frames < 2 * early_stride
+        ):
+            raise ValueError(
+                f"config.num_frames={self.config.num_frames} cannot be taken by {self.config.architecture}: it must "
+                f"be a multiple of its early stride {early_stride}"
+                + (f" and at least {2 * early_stride}" if isinstance(timm_model, SIFAResNet) else "")
+            )
+        self.timm_model = timm_model
+        # save timm-native keys also from a model not made by from_pretrained (which sets this itself)
+        self._weight_conversions = [PrefixChange(prefix_to_add=TIMM_PREFIX)]
+        if next(timm_model.parameters()).device.type != "meta":
+            _mark_initialized(timm_model)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Re-apply the timm models' initialisation to ``module`` (tensors loaded from a checkpoint are skipped).
+
+        transformers calls this for tensors a checkpoint did not provide (``from_pretrained`` builds the model on
+        the meta device) and, on a fresh model, for nothing (``__init__`` flags timm's tensors as initialised).
+        Rules, as in ``sifa_hub/models``: SIFA-Net convs kaiming-normal (fan_out), Swin linears truncated normal
+        (std 0.02), other convs / linears PyTorch's default; norms 1/0 (BN statistics 0/1); then the zero-init
+        paths: SIFA offset convs, SIFA-Transformer temporal convs and ``LN_sifa``, SIFA-Net last BN per residual
+        branch; Swin's relative-position tables (trunc. normal 0.02) and index/mask buffers.
+        """
+        swin = self.config.family == "swin"
+        if hasattr(module, "init_non_persistent_buffers"):  # timm Swin attention index, shifted-window masks
+            module.init_non_persistent_buffers()
+        if isinstance(module, WindowAttention):
+            init.trunc_normal_(module.relative_position_bias_table, std=0.02)
+        if isinstance(module, (nn.Conv3d, nn.Conv2d)):
+            if swin:
+                _default_init(module)
+            else:
+                init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            if swin:
+                init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    init.zeros_(module.bias)
+            else:
+                _default_init(module)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm3d, nn.BatchNorm2d)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if isinstance(module, (nn.BatchNorm3d, nn.BatchNorm2d)):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        # zero-initialised paths (after the generic rules: transformers visits children before parents)
+        if isinstance(module, SIFA) and module.conv_offset is not None:
+            init.zeros_(module.conv_offset.weight)
+        if hasattr(module, "reset_temporal_parameters"):  # SIFA-Transformer block: LN_sifa, conv_t, offsets
+            module.reset_temporal_parameters()
+        if hasattr(module, "zero_init_last") and self.config.model_args.get("zero_init_last", True) and not swin:
+            module.zero_init_last()  # SIFA-Net bottleneck: last BN of the residual branch
+
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        # transformers skips a module whose own tensors are all initialised, which would skip the parent-level
+        # zero-init rules above (blocks own no tensors); every init call here is guarded per tensor instead
+        if getattr(module, "_is_hf_initialized", False):
+            return
+        self._init_weights(module)
+        module._is_hf_initialized = True
+
+    def _set_gradient_checkpointing(self, enable: bool = True, *args: Any, **kwargs: Any) -> None:
+        """Delegate to timm's ``set_grad_checkpointing`` (``checkpoint_seq`` over the blocks)."""
+        self.timm_model.set_grad_checkpointing(enable)
+        self.gradient_checkpointing = enable
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        """Accept timm-native keys too (e.g. ``Trainer`` resuming from a ``model.safetensors``)."""
+        prefix = TIMM_PREFIX + "."
+        state_dict = {k if k.startswith(prefix) else prefix + k: v for k, v in state_dict.items()}
+        return super().load_state_dict(state_dict, *args, **kwargs)
+
+    def get_input_embeddings(self) -> None:
+        return None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        """transformers' ``from_pretrained``, raising :class:`CheckpointMismatchError` (a ``ValueError``) when the
+        weights do not fit the config's architecture.
+
+        Allowed differences: the classifier(s) missing from a backbone checkpoint (initialised) or present in a
+        checkpoint loaded into :class:`SifaModel` (ignored). With ``ignore_mismatched_sizes=True`` mis-shaped
+        tensors are re-initialised (e.g. a new ``num_labels``). Pass ``strict=False`` to only warn.
+        """
+        strict = kwargs.pop("strict", True)
+        want_info = kwargs.pop("output_loading_info", False)
+        ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path,
+            *model_args,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
+        classifier = tuple(f"{TIMM_PREFIX}.{name}." for name in model._classifier_names())
+        missing = sorted(k for k in info["missing_keys"] if not k.startswith(classifier))
+        unexpected = sorted(k for k in info["unexpected_keys"] if not k.startswith(classifier))
+        mismatched = [] if ignore_mismatched else sorted(str(m) for m in info["mismatched_keys"])
+        if strict and (missing or unexpected or mismatched):
+            lines = [
+                f"the weights in {pretrained_model_name_or_path!s} do not match {type(model).__name__} built from its "
+                f"config (architecture={model.config.architecture!r}, model_args={model.config.model_args}):"
+            ]
+            for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+                if keys:
+                    shown = ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
+                    lines.append(f"  {len(keys)} {title}: {shown}")
+            lines.append(
+                "  Fix config.json's architecture / model_args, pass ignore_mismatched_sizes=True for a new "
+                "classifier size, or strict=False to load anyway."
+            )
+            raise CheckpointMismatchError("\n".join(lines))
+        return (model, info) if want_info else model
+
+    def _classifier_names(self) -> tuple[str, ...]:
+        names = self.timm_model.pretrained_cfg.get("classifier") or ()
+        return (names,) if isinstance(names, str) else tuple(names)
+
+    def to_timm(self) -> nn.Module:
+        """The wrapped timm model (the same module, no copy); its ``state_dict()`` is the checkpoint's."""
+        return self.timm_model
+
+    @classmethod
+    def from_timm(cls, timm_model: nn.Module, labels: list[str] | None = None, **config_kwargs: Any) -> Any:
+        """Wrap a model built by ``timm.create_model("sifa_*" / "c2d_*", ...)`` (no copy: weights are shared).
+
+        Args:
+            timm_model: the timm model.
+            labels: class names (``id2label``); their number must equal the model's ``num_classes``.
+            config_kwargs: further :class:`SifaConfig` fields.
+        """
+        if labels is not None:
+            labels = list(labels)
+            if len(labels) != timm_model.num_classes:
+                raise ValueError(f"{len(labels)} labels for a model with num_classes={timm_model.num_classes}")
+            config_kwargs["id2label"] = dict(enumerate(labels))
+        config = SifaConfig.from_timm_model(timm_model, **config_kwargs)
+        return cls(config, timm_model=timm_model)
+
+    def _timm_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Check ``(B, T, C, H, W)`` and return timm's ``(B, C, T, H, W)``."""
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(f"pixel_values must be a torch.Tensor (B, T, C, H, W), got {type(pixel_values).__name__}")
+        c = self.config.num_channels
+        if pixel_values.dim() != 5:
+            raise ValueError(f"pixel_values must be (B, T, C, H, W), got a {pixel_values.dim()}-D tensor")
+        if pixel_values.shape[2] != c:
+            hint = (
+                "; it looks like (B, C, T, H, W): pass pixel_values.permute(0, 2, 1, 3, 4)"
+                if pixel_values.shape[1] == c
+                else ""
+            )
+            raise ValueError(f"pixel_values must be (B, T, C={c}, H, W), got shape {tuple(pixel_values.shape)}{hint}")
+        x = pixel_values.to(device=self.device, dtype=self.dtype).permute(0, 2, 1, 3, 4)  # (B, C, T, H, W)
+        try:
+            self.timm_model.check_input(x)
+        except ValueError as e:
+            raise ValueError(f"pixel_values of shape {tuple(pixel_values.shape)} (B, T, C, H, W): {e}") from None
+        return x
+
+    def _features(
+        self, x: torch.Tensor, output_hidden_states: bool | list[int] | None
+    ) -> tuple[Any, tuple[torch.Tensor, ...] | None]:
+        """timm features (tensor, or SIFA-Net's ``(main, dual)``) and, if asked, the per-stage maps."""
+        if not output_hidden_states:
+            return self.timm_model.forward_features(x), None
+        indices = list(output_hidden_states) if isinstance(output_hidden_states, (list, tuple)) else None
+        features, intermediates = self.timm_model.forward_intermediates(x, indices=indices)
+        return features, tuple(intermediates)
+
+
+def _default_init(module: nn.Module) -> None:
+    """PyTorch's default init of a conv / linear layer, with transformers' guarded init functions."""
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        fan_in = module.weight[0].numel()
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(module.bias, -bound, bound)
+
+
+class SifaModel(SifaPreTrainedModel):
+    """SIFA backbone without classifier: ``pixel_values (B, T, C, H, W)`` → final map and pooled features."""
+
+    def __init__(self, config: SifaConfig, timm_model: nn.Module | None = None) -> None:
+        super().__init__(config)
+        self._init_timm_model(timm_model, num_classes=0)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | list[int] | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> SifaModelOutput | tuple[torch.Tensor, ...]:
+        r"""
+        Args:
+            pixel_values: clips ``(B, T, C, H, W)``, normalised as by :class:`SifaVideoProcessor`.
+            output_hidden_states: also return the per-stage maps (a list of stage indices selects some).
+            return_dict: return a :class:`SifaModelOutput` (default: ``config.return_dict``) or a tuple.
+
+        Returns:
+            :class:`SifaModelOutput` (``last_hidden_state`` ``(B, C, T', H', W')``, ``pooler_output`` ``(B, D)``).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        x = self._timm_input(pixel_values)
+        features, hidden_states = self._features(x, output_hidden_states)
+        pooled = self.timm_model.forward_head(features, pre_logits=True)  # (B, D)
+        last, dual = features if isinstance(features, tuple) else (features, None)
+        if not return_dict:
+            return tuple(v for v in (last, pooled, hidden_states, dual) if v is not None)
+        return SifaModelOutput(
+            last_hidden_state=last, pooler_output=pooled, hidden_states=hidden_states, dual_hidden_state=dual
+        )
+
+
+class SifaForVideoClassification(SifaPreTrainedModel):
+    """SIFA video classifier (see the module docstring for what ``logits`` and ``loss`` are per family)."""
+
+    def __init__(self, config: SifaConfig, timm_model: nn.Module | None = None) -> None:
+        super().__init__(config)
+        if config.num_labels < 1:
+            raise ValueError("SifaForVideoClassification needs num_labels >= 1; use SifaModel for features")
+        if timm_model is not None and timm_model.num_classes != config.num_labels:
+            raise ValueError(f"timm model has num_classes={timm_model.num_classes}, config {config.num_labels}")
+        self._init_timm_model(timm_model, num_classes=config.num_labels)
+        self.num_labels = config.num_labels
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | list[int] | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> SifaVideoClassifierOutput | tuple[torch.Tensor, ...]:
+        r"""
+        Args:
+            pixel_values: clips ``(B, T, C, H, W)``, normalised as by :class:`SifaVideoProcessor`.
+            labels: ``(B,)`` class indices (or targets of ``config.problem_type``) for the loss.
+            output_hidden_states: also return the per-stage maps (a list of stage indices selects some).
+            return_dict: return a :class:`SifaVideoClassifierOutput` (default: ``config.return_dict``) or a tuple.
+
+        Returns:
+            :class:`SifaVideoClassifierOutput`: ``logits`` ``(B, num_labels)`` (softmax = prediction), ``loss``
+            with labels, ``head_logits`` for SIFA-Net.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        x = self._timm_input(pixel_values)
+        features, hidden_states = self._features(x, output_hidden_states)
+        head_logits = None
+        if isinstance(self.timm_model, SIFAResNet):
+            pooled = self.timm_model.forward_head(features, pre_logits=True)  # (B, 2C): main, dual
+            main, dual = pooled.chunk(2, dim=1)
+            fc, fc_dual = self.timm_model.get_classifier()
+            head_logits = (fc(main), fc_dual(dual))  # (B, N) each
+            logits = combine_heads(*head_logits)  # log((softmax(a) + softmax(b)) / 2)
+        else:
+            logits = self.timm_model.forward_head(features)  # (B, N)
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if head_logits is None:
+                loss = self.loss_function(labels, logits, self.config)
+            elif self.config.problem_type in (None, "single_label_classification") and not labels.is_floating_point():
+                self.config.problem_type = "single_label_classification"
+                loss = self.timm_model.loss(head_logits, labels)  # reference CE(a) + CE(b)
+            else:
+                loss = sum(self.loss_function(labels, head, self.config) for head in head_logits)
+
+        if not return_dict:
+            return tuple(v for v in (loss, logits, hidden_states, head_logits) if v is not None)
+        return SifaVideoClassifierOutput(
+            loss=loss, logits=logits, hidden_states=hidden_states, head_logits=head_logits
+        )
