@@ -133,6 +133,12 @@ def test_head_api_reset_classifier_and_pre_logits():
     assert model(x).shape == (2, 64)
     model.reset_classifier(7)
     assert model(x).shape == (2, 7) and model.get_classifier().out_features == 7
+    model.reset_classifier(0, "")
+    torch.testing.assert_close(model(x), feats)  # no pooling: (B, C, T', H', W')
+
+    backbone = timm.create_model("sifa_swin_pico", num_classes=0)
+    backbone.load_state_dict(checkpoint_filter_fn(_pico().state_dict(), backbone))  # head dropped
+    assert backbone(x).shape == (2, 64)
 
 
 def test_grad_checkpointing_gives_the_same_output_and_grads():

@@ -516,7 +516,7 @@ class SifaSwinTransformer(nn.Module):
         return take_indices
 
 
-_OFFICIAL_CONSTANTS = ("relative_position_index", "attn_mask", "def_cor.weight", "relative_coords_table")
+_OFFICIAL_CONSTANTS = ("relative_position_index", "attn_mask", "def_cor.weight")
 _TEMPORAL_KEYS = (".sifa_norm.", ".conv_t.")
 
 
@@ -535,10 +535,11 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SifaSwinTransform
       elsewhere, relative position tables are resized when the window differs, and the temporal path
       (``sifa_norm``, ``conv_t``, offset convs) is set to its zero initialisation.
 
-    Also: offset convs absent from a checkpoint with fixed offsets start at zero (= the released behaviour); a
-    classifier whose shape differs from the model's is dropped and ``head.fc`` keeps the model's weights
-    (warning); the 2D patch-embedding norm is dropped (warning) when the model has ``patch_norm=False``.
-    Anything else missing, unexpected or mis-shaped raises :class:`~sifa_hub.models._helpers.CheckpointMismatchError`.
+    Also: offset convs absent from a checkpoint with fixed offsets start at zero (= the released behaviour);
+    a classifier whose shape differs from the model's is dropped and ``head.fc`` keeps the model's weights
+    (warning; dropped quietly for a model built with ``num_classes=0``); the 2D patch-embedding norm is dropped
+    (warning) when the model has ``patch_norm=False``. Anything else missing, unexpected or mis-shaped raises
+    :class:`~sifa_hub.models._helpers.CheckpointMismatchError`.
     """
     state = unwrap_state_dict(state_dict)
     own = model.state_dict()
@@ -574,7 +575,11 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SifaSwinTransform
 
     head_keys = [k for k in out if k.startswith("head.fc.")]
     own_head = [k for k in own if k.startswith("head.fc.")]
-    if any(k not in own or out[k].shape != own[k].shape for k in head_keys) or (own_head and not head_keys):
+    if head_keys and not own_head:
+        _logger.info("model has no classifier (num_classes=0): dropping the checkpoint's %s", ", ".join(head_keys))
+        for k in head_keys:
+            del out[k]
+    elif any(out[k].shape != own[k].shape for k in head_keys if k in own) or (own_head and not head_keys):
         shapes = {k: tuple(out[k].shape) for k in head_keys}
         warnings.warn(
             f"checkpoint classifier {shapes or 'absent'} does not fit the model's {model.num_classes} classes: "
