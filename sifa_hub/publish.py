@@ -139,10 +139,13 @@ def _load_source(
         path = os.fspath(weights_file)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint file not found: {path}")
+        overlay: dict[str, Any] = {"file": os.path.abspath(path)}
+        if official_checkpoint is not None and num_classes is not None:
+            overlay["num_classes"] = num_classes  # the family's filter keeps or drops the head, timm must not strip it
         model = _create(
             source,
             pretrained=True,
-            pretrained_cfg_overlay={"file": os.path.abspath(path)},
+            pretrained_cfg_overlay=overlay,
             num_classes=num_classes,
             num_frames=num_frames,
         )
@@ -583,6 +586,7 @@ def _write_files(
     from safetensors.torch import save_file
 
     from .hf.configuration_sifa import SifaConfig
+    from .hf.remote_code import write_remote_code
 
     arch = _architecture(model)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -597,6 +601,7 @@ def _write_files(
     config.save_pretrained(tmp)
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     _video_processor(config, float(cfg.get("crop_pct", 1.0))).save_pretrained(tmp)
+    write_remote_code(tmp)  # transformers code files + auto_map in config.json and the processor config
     with open(os.path.join(tmp, "hubconf.py"), "w", encoding="utf-8") as f:
         f.write(_HUBCONF.format(variant=arch))
     img_size = int(config.frame_size[0])
