@@ -694,40 +694,40 @@ _PICO_ARGS: dict[str, Any] = {
 @register_model
 def sifa_resnet50(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
     """SIFA-Net R50 (layers [3, 4, 6, 3], early stride 4, 16 frames)."""
-    model_args = dict(layers=(3, 4, 6, 3))  # noqa: C408
+    model_args = {"layers": (3, 4, 6, 3)}
     return _create_sifa_resnet("sifa_resnet50", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def sifa_resnet101(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
     """SIFA-Net R101 (layers [3, 4, 23, 3], early stride 4, 16 frames)."""
-    model_args = dict(layers=(3, 4, 23, 3))  # noqa: C408
+    model_args = {"layers": (3, 4, 23, 3)}
     return _create_sifa_resnet("sifa_resnet101", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def sifa_resnet_pico(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
     """Tiny SIFA-Net for CPU demos on 8-frame 32-64 px clips (see ``_PICO_ARGS``)."""
-    model_args = dict(_PICO_ARGS)
+    model_args = {**_PICO_ARGS}
     return _create_sifa_resnet("sifa_resnet_pico", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def c2d_resnet50(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
     """C2D twin of ``sifa_resnet50``: the same network with every SIFA block plain."""
-    model_args = dict(layers=(3, 4, 6, 3), use_sifa=False)  # noqa: C408
+    model_args = {"layers": (3, 4, 6, 3), "use_sifa": False}
     return _create_sifa_resnet("c2d_resnet50", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def c2d_resnet101(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
     """C2D twin of ``sifa_resnet101``: the same network with every SIFA block plain."""
-    model_args = dict(layers=(3, 4, 23, 3), use_sifa=False)  # noqa: C408
+    model_args = {"layers": (3, 4, 23, 3), "use_sifa": False}
     return _create_sifa_resnet("c2d_resnet101", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def c2d_resnet_pico(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
     """C2D twin of ``sifa_resnet_pico``."""
-    model_args = dict(_PICO_ARGS, use_sifa=False)  # noqa: C408
+    model_args = {**_PICO_ARGS, "use_sifa": False}
     return _create_sifa_resnet("c2d_resnet_pico", pretrained, **dict(model_args, **kwargs))
