@@ -41,10 +41,10 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, calculate_drop_path_rates, resize_rel_pos_bias_table, to_2tuple, trunc_normal_
+from timm.layers import ClassifierHead, resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
+from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, WindowAttention
 from torch import nn
 
 from ..layers import SIFA
@@ -158,8 +158,8 @@ class SifaSwinBlock(SwinTransformerBlock):
     def reset_temporal_parameters(self) -> None:
         """Zero the temporal path (SIFA norm, temporal conv, offset conv) so the block starts as plain Swin."""
         if self.sifa_norm is not None:
-            nn.init.zeros_(self.sifa_norm.weight)
-            nn.init.zeros_(self.sifa_norm.bias)
+            for p in self.sifa_norm.parameters():
+                nn.init.zeros_(p)
         if self.conv_t is not None:
             nn.init.zeros_(self.conv_t.weight)
         if self.sifa is not None and self.sifa.conv_offset is not None:
@@ -170,13 +170,12 @@ class SifaSwinBlock(SwinTransformerBlock):
         B, T, H, W, C = x.shape
         x = x.reshape(B * T, H, W, C)
         x = x + self.drop_path1(self._attn(self.norm1(x)))  # (B·T', H, W, C)
-        if self.temporal_mode is not None:
-            clip = x.view(B, T, H, W, C).permute(0, 4, 1, 2, 3)  # (B, C, T', H, W)
-            if self.temporal_mode == "sifa":
-                y = self.sifa(clip).permute(0, 2, 3, 4, 1).reshape(B * T, H, W, C)
-                x = x + self.sifa_norm(y)
-            else:
-                x = x + self.conv_t(clip).permute(0, 2, 3, 4, 1).reshape(B * T, H, W, C)
+        if self.sifa is not None and self.sifa_norm is not None:  # temporal_mode "sifa"
+            y = self.sifa(x.view(B, T, H, W, C).permute(0, 4, 1, 2, 3))  # (B, C, T', H, W)
+            x = x + self.sifa_norm(y.permute(0, 2, 3, 4, 1).reshape(B * T, H, W, C))
+        elif self.temporal_mode == "conv" and self.conv_t is not None:
+            z = self.conv_t(x.view(B, T, H, W, C).permute(0, 4, 1, 2, 3))  # (B, C, T', H, W)
+            x = x + z.permute(0, 2, 3, 4, 1).reshape(B * T, H, W, C)
         x = x.reshape(B * T, H * W, C)
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
         return x.reshape(B, T, H, W, C)
@@ -215,7 +214,8 @@ class SifaSwinStage(nn.Module):
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
-        self.output_resolution = tuple((r + 1) // 2 for r in input_resolution) if downsample else input_resolution
+        height, width = input_resolution
+        self.output_resolution = ((height + 1) // 2, (width + 1) // 2) if downsample else (height, width)
         self.downsample = PatchMerging(dim, out_dim=out_dim, norm_layer=norm_layer) if downsample else nn.Identity()
         self.blocks = nn.Sequential(
             *[
@@ -300,21 +300,21 @@ class SifaSwinTransformer(nn.Module):
         norm_layer: type[nn.Module] = nn.LayerNorm,
     ) -> None:
         super().__init__()
-        img_size = to_2tuple(img_size)
+        size: tuple[int, int] = to_2tuple(img_size)
         depths, num_heads = tuple(depths), tuple(num_heads)
         if len(depths) != len(num_heads) or not depths:
             raise ValueError(f"depths {depths} and num_heads {num_heads} must be non-empty and of equal length")
         if early_stride < 1 or num_frames < early_stride or num_frames % early_stride:
             raise ValueError(f"num_frames ({num_frames}) must be a positive multiple of early_stride ({early_stride})")
-        if any(s % patch_size for s in img_size):
-            raise ValueError(f"img_size {img_size} must be divisible by patch_size ({patch_size})")
+        if size[0] % patch_size or size[1] % patch_size:
+            raise ValueError(f"img_size {size} must be divisible by patch_size ({patch_size})")
         dims = [int(embed_dim * 2**i) for i in range(len(depths))]
         for d, h in zip(dims, num_heads):
             if d % h:
                 raise ValueError(f"stage width {d} is not divisible by its number of heads {h}")
         self.num_classes = num_classes
         self.in_chans = in_chans
-        self.img_size = img_size
+        self.img_size = size
         self.patch_size = patch_size
         self.num_frames = num_frames
         self.early_stride = early_stride
@@ -327,8 +327,9 @@ class SifaSwinTransformer(nn.Module):
         self.patch_embed = TubeletEmbed(
             in_chans, embed_dim, early_stride, patch_size, norm_layer=norm_layer if patch_norm else None
         )
-        grid = (img_size[0] // patch_size, img_size[1] // patch_size)
-        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        grid = (size[0] // patch_size, size[1] // patch_size)
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu")  # linear over all blocks
+        dpr = [r.tolist() for r in rates.split(depths)]
         stages = []
         in_dim, resolution = dims[0], grid
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
@@ -379,7 +380,8 @@ class SifaSwinTransformer(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for stage in self.layers:
-            stage.grad_checkpointing = enable
+            if isinstance(stage, SifaSwinStage):
+                stage.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -559,8 +561,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SifaSwinTransform
         if k == "patch_embed.proj.weight" and v.dim() == 4:
             v = inflate_conv_weight(v, time=model.early_stride, center=True)
         if k.endswith("relative_position_bias_table") and k in own and v.shape != own[k].shape:
-            window = model.get_submodule(k.rsplit(".", 1)[0]).window_size
-            v = resize_rel_pos_bias_table(v, new_window_size=window, new_bias_shape=own[k].shape)
+            attn = model.get_submodule(k.rsplit(".", 1)[0])
+            assert isinstance(attn, WindowAttention)
+            v = resize_rel_pos_bias_table(v, new_window_size=attn.window_size, new_bias_shape=own[k].shape)
         out[k] = v
 
     patch_norm_keys = [k for k in out if k.startswith("patch_embed.norm.") and k not in own]
