@@ -1,0 +1,16 @@
+"""Model-level benchmarks of the SIFA models against their C2D twins and published video models.
+
+A thin wrapper around :mod:`sifa_hub.bench` (also reachable as ``sifa-hub bench models``)::
+
+    python benchmarks/bench_models.py --quick                      # a few minutes: twins + reference, b1 fp32
+    python benchmarks/bench_models.py --out benchmarks/RESULTS.md  # the full run (< 15 min on 2 idle cores)
+
+See ``benchmarks/RESULTS.md`` for the method and the latest results.
+"""
+
+import sys
+
+from sifa_hub.bench import main
+
+if __name__ == "__main__":
+    sys.exit(main())
