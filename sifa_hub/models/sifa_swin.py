@@ -196,6 +196,7 @@ class SifaSwinStage(nn.Module):
         num_heads: attention heads.
         window_size: attention window.
         drop_path: stochastic depth per block.
+        norm_layer: norm of the patch merge and the blocks.
         block_kwargs: the remaining :class:`SifaSwinBlock` arguments.
     """
 
