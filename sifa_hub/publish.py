@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -47,6 +48,7 @@ __all__ = [
     "model_complexity",
     "push_to_hub",
     "validate_card",
+    "write_model_card",
 ]
 
 REQUIRED_FILES = ("model.safetensors", "config.json", "README.md")
@@ -94,12 +96,12 @@ def model(pretrained: bool = True, **kwargs):
 
 
 def _create(name: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` for a SIFA architecture name or a ``local-dir:`` export; ``None`` kwargs dropped."""
+    """``timm.create_model`` for an architecture name or a ``local-dir:`` / ``hf-hub:`` source (``None`` dropped)."""
     import timm
 
     from . import models  # noqa: F401  (registers the SIFA architectures)
 
-    if not name.startswith("local-dir:") and not timm.is_model(name):
+    if not name.startswith(("local-dir:", "hf-hub:")) and not timm.is_model(name):
         sifa = ", ".join(n for n in timm.list_models() if n.startswith(("sifa_", "c2d_")))
         raise ValueError(f"unknown model architecture {name!r}; SIFA architectures: {sifa}")
     return timm.create_model(name, **{k: v for k, v in kwargs.items() if v is not None})
@@ -127,7 +129,10 @@ def _load_source(
             raise ValueError("official_checkpoint / imagenet_checkpoint need an architecture name, not a model")
         if num_classes is not None or num_frames is not None:
             raise ValueError("num_classes / num_frames cannot change a model instance; build it with them instead")
-        return model_or_source, "instance", "the weights of the model passed to `export_model`", None
+        model = model_or_source
+        if any(t.device.type != "cpu" for t in model.state_dict().values()):
+            model = copy.deepcopy(model).to("cpu")  # exports, statistics and checks run on the CPU
+        return model, "instance", "the weights of the model passed to `export_model`", None
     if not isinstance(model_or_source, (str, os.PathLike)):
         raise TypeError(
             f"model_or_source must be an nn.Module, a directory or an architecture name, got {type(model_or_source)}"
@@ -200,15 +205,15 @@ def _from_training_checkpoint(
     weights = os.path.join(path, "model.safetensors")
     if not os.path.isfile(weights):
         raise ValueError(f"training checkpoint {path!r} has no model.safetensors")
-    name = cfg["model"]
+    name = cfg["model"]  # what the run started from: a timm name, an exported directory or a Hub id
+    if os.path.isdir(name):
+        name = f"local-dir:{os.path.abspath(name)}"
+    elif not name.startswith(("local-dir:", "hf-hub:")) and name.count("/") == 1:
+        name = f"hf-hub:{name}"
     kwargs: dict[str, Any] = {"num_classes": len(classes), "num_frames": cfg.get("num_frames")}
     if cfg.get("img_size") is not None:
         kwargs["img_size"] = cfg["img_size"]
-    if name.startswith(("local-dir:", "hf-hub:")) or os.path.isdir(name) or name.count("/") == 1:
-        raise ValueError(
-            f"training checkpoint {path!r} fine-tuned {name!r}; export the run's exported `model/` directory instead"
-        )
-    model = _create(name, **kwargs)
+    model = _create(name, pretrained=False, **kwargs)  # the architecture only; the weights are the checkpoint's
     model.load_state_dict(load_file(weights))
     step = state.get("global_step")
     return model, "training-checkpoint", f"trained with `sifa-hub train` (checkpoint at step {step})", classes
@@ -627,6 +632,47 @@ def _verify_export(model: nn.Module, folder: str) -> None:
         )
 
 
+def _prepare(
+    model_or_source: nn.Module | str | os.PathLike[str],
+    *,
+    num_classes: int | None,
+    num_frames: int | None,
+    labels: Sequence[str] | Mapping[int, str] | None,
+    metrics: Mapping[str, Any] | str | os.PathLike[str] | None,
+    official_checkpoint: str | os.PathLike[str] | None,
+    imagenet_checkpoint: str | os.PathLike[str] | None,
+    repo_id: str | None,
+) -> tuple[nn.Module, str, str, list[str] | None]:
+    """Check the arguments shared by :func:`export_model` and :func:`write_model_card`; load the model.
+
+    Returns:
+        ``(model, weights_kind, weights_description, label_names_or_None)``.
+    """
+    if repo_id is not None:
+        _check_repo_id(repo_id)
+    if metrics is not None:
+        load_metrics(metrics)  # fail before any work
+    model, kind, description, source_labels = _load_source(
+        model_or_source,
+        num_classes=num_classes,
+        num_frames=num_frames,
+        official_checkpoint=official_checkpoint,
+        imagenet_checkpoint=imagenet_checkpoint,
+    )
+    names = _label_list(labels)
+    if names is None:
+        names = (
+            source_labels
+            if source_labels is not None
+            else _label_list((getattr(model, "pretrained_cfg", None) or {}).get("label_names"))
+        )
+    if names is not None and len(names) != model.num_classes:
+        raise ValueError(f"{len(names)} labels given for a model with {model.num_classes} classes")
+    if names is not None and len(set(names)) != len(names):
+        raise ValueError("labels must be unique")
+    return model, kind, description, names
+
+
 def export_model(
     model_or_source: nn.Module | str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -641,6 +687,7 @@ def export_model(
     repo_id: str | None = None,
     license: str = "apache-2.0",
     datasets: Sequence[str] | None = None,
+    weights_description: str | None = None,
     verify: bool = True,
 ) -> str:
     """Write ``out_dir``: one directory that timm, transformers and torch.hub load (see the module docstring).
@@ -665,6 +712,8 @@ def export_model(
         repo_id: the Hub repo the card's usage snippets name (``ORG/NAME`` placeholder if ``None``).
         license: license id for the card.
         datasets: Hub dataset ids for the card's metadata.
+        weights_description: one line on how the weights were obtained (training data, recipe) for the card;
+            default: a line naming the source.
         verify: reload the export with timm and compare logits before committing it.
 
     Returns:
@@ -674,30 +723,18 @@ def export_model(
         raise ValueError("give labels or label_names, not both")
     if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
         raise TypeError(f"out_dir must be a path, got {out_dir!r}")
-    if repo_id is not None:
-        _check_repo_id(repo_id)
     out = os.path.abspath(os.fspath(out_dir))
     _check_target(out)
-    if metrics is not None:
-        load_metrics(metrics)  # fail before any work
-    model, kind, description, source_labels = _load_source(
+    model, kind, description, names = _prepare(
         model_or_source,
         num_classes=num_classes,
         num_frames=num_frames,
+        labels=labels if labels is not None else label_names,
+        metrics=metrics,
         official_checkpoint=official_checkpoint,
         imagenet_checkpoint=imagenet_checkpoint,
+        repo_id=repo_id,
     )
-    names = _label_list(labels if labels is not None else label_names)
-    if names is None:
-        names = (
-            source_labels
-            if source_labels is not None
-            else _label_list((getattr(model, "pretrained_cfg", None) or {}).get("label_names"))
-        )
-    if names is not None and len(names) != model.num_classes:
-        raise ValueError(f"{len(names)} labels given for a model with {model.num_classes} classes")
-    if names is not None and len(set(names)) != len(names):
-        raise ValueError("labels must be unique")
 
     def card(complexity: tuple[int, float | None]) -> Any:
         return build_model_card(
@@ -706,7 +743,7 @@ def export_model(
             label_names=names,
             metrics=metrics,
             weights_kind=kind,
-            weights_description=description,
+            weights_description=weights_description or description,
             license=license,
             datasets=datasets,
             complexity=complexity,
@@ -723,6 +760,63 @@ def export_model(
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def write_model_card(
+    model_or_source: nn.Module | str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    repo_id: str,
+    num_classes: int | None = None,
+    num_frames: int | None = None,
+    labels: Sequence[str] | Mapping[int, str] | None = None,
+    metrics: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    official_checkpoint: str | os.PathLike[str] | None = None,
+    imagenet_checkpoint: str | os.PathLike[str] | None = None,
+    license: str = "apache-2.0",
+    datasets: Sequence[str] | None = None,
+    weights_description: str | None = None,
+) -> str:
+    """Write only the model card :func:`export_model` would write for the same arguments (``model_cards/``).
+
+    The card is validated (:func:`validate_card`) before it atomically replaces ``path``. Arguments as in
+    :func:`export_model`; ``repo_id`` is required because the card's snippets load that repo.
+
+    Returns:
+        The absolute path of the card.
+    """
+    out = os.path.abspath(os.fspath(path))
+    model, kind, description, names = _prepare(
+        model_or_source,
+        num_classes=num_classes,
+        num_frames=num_frames,
+        labels=labels,
+        metrics=metrics,
+        official_checkpoint=official_checkpoint,
+        imagenet_checkpoint=imagenet_checkpoint,
+        repo_id=repo_id,
+    )
+    card = build_model_card(
+        model,
+        repo_id=repo_id,
+        label_names=names,
+        metrics=metrics,
+        weights_kind=kind,
+        weights_description=weights_description or description,
+        license=license,
+        datasets=datasets,
+    )
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=os.path.dirname(out))
+    os.close(fd)
+    try:
+        card.save(tmp)
+        validate_card(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
         raise
     return out
 

@@ -105,9 +105,7 @@ def test_export_layout(exported: tuple[torch.nn.Module, Path]) -> None:
     assert processor(video, return_tensors="pt")["pixel_values"].shape == (1, model.num_frames, 3, 32, 32)
 
 
-def test_push_then_load_from_hub(
-    hub_server: HubServer, exported: tuple[torch.nn.Module, Path], tmp_path: Path
-) -> None:
+def test_push_then_load_from_hub(hub_server: HubServer, exported: tuple[torch.nn.Module, Path]) -> None:
     model, out = exported
     info = publish.push_to_hub(out, REPO, commit_message="pico motion model")
     history = hub_server.commit_history(REPO)
@@ -121,6 +119,12 @@ def test_push_then_load_from_hub(
     expected = _logits(model, clip)
     torch.testing.assert_close(_logits(timm.create_model(f"hf-hub:{REPO}", pretrained=True), clip), expected)
 
+    from transformers import AutoModelForVideoClassification
+
+    hf_model = AutoModelForVideoClassification.from_pretrained(REPO).eval()  # classes registered by sifa_hub
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(pixel_values=clip.transpose(1, 2)).logits, expected)
+
     # the card's snippets run as written against the Hub
     snippets = dict(
         re.findall(r"### (\w[\w.]*)\n\n```python\n(.*?)```", ModelCard.load(out / "README.md").text, flags=re.DOTALL)
@@ -131,8 +135,22 @@ def test_push_then_load_from_hub(
         exec(compile(snippets[name], f"<card snippet {name}>", "exec"), scope)
         assert scope["logits"].shape == (1, len(LABELS)), name
 
-    # transformers remote code, from the Hub, in a fresh process where sifa_hub cannot be imported and the
-    # Hub is found through HF_ENDPOINT (as a user would run it)
+    # a second push to a new branch leaves main alone
+    again = publish.push_to_hub(out, REPO, revision="v2", commit_message="branch copy")
+    assert hub_server.commit_history(REPO, "v2")[0].oid == again.oid
+    assert hub_server.commit_history(REPO)[0].oid == info.oid
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch + transformers: ~10-20 s
+def test_transformers_remote_code_from_hub(
+    hub_server: HubServer, exported: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    """A fresh process where sifa_hub cannot be imported finds the Hub through HF_ENDPOINT (as a user would) and
+    loads the pushed model with transformers' remote code only."""
+    model, out = exported
+    publish.push_to_hub(out, REPO)
+    clip = _clip(model)
+    expected = _logits(model, clip)
     blocker = tmp_path / "blocked" / "sifa_hub"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('sifa_hub is hidden: remote code must suffice')\n")
@@ -153,20 +171,10 @@ save_file({{"logits": logits}}, sys.argv[2])
         "PYTHONPATH": str(blocker.parent),
         "HF_MODULES_CACHE": str(tmp_path / "modules"),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "clip.safetensors"), str(tmp_path / "logits.safetensors")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [sys.executable, "-c", script, str(tmp_path / "clip.safetensors"), str(tmp_path / "logits.safetensors")]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     torch.testing.assert_close(load_file(tmp_path / "logits.safetensors")["logits"], expected)
-
-    # a second push to a new branch leaves main alone
-    again = publish.push_to_hub(out, REPO, revision="v2", commit_message="branch copy")
-    assert hub_server.commit_history(REPO, "v2")[0].oid == again.oid
-    assert hub_server.commit_history(REPO)[0].oid == info.oid
 
 
 def test_push_private_and_errors(
