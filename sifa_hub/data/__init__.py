@@ -1,0 +1,40 @@
+"""Video input (decoding, frame sampling, transforms, datasets) and the embedded synthetic "motion" dataset."""
+
+from .datasets import VIDEO_EXTENSIONS, VideoFolderDataset, VideoListDataset
+from .decode import VideoDecodeError, decode_video, write_video
+from .motion import (
+    MOTION_CLASSES,
+    MOTION_MEAN,
+    MOTION_PAIRS,
+    MOTION_STD,
+    MotionDataset,
+    render_motion_clips,
+    write_motion_dataset,
+)
+from .sampling import dense_indices, multi_clip_indices, multi_uniform_indices, uniform_indices
+from .transforms import VideoTransform, build_transform, multi_crop_views, to_float_cthw, to_tchw
+
+__all__ = [
+    "MOTION_CLASSES",
+    "MOTION_MEAN",
+    "MOTION_PAIRS",
+    "MOTION_STD",
+    "VIDEO_EXTENSIONS",
+    "MotionDataset",
+    "VideoDecodeError",
+    "VideoFolderDataset",
+    "VideoListDataset",
+    "VideoTransform",
+    "build_transform",
+    "decode_video",
+    "dense_indices",
+    "multi_clip_indices",
+    "multi_crop_views",
+    "multi_uniform_indices",
+    "render_motion_clips",
+    "to_float_cthw",
+    "to_tchw",
+    "uniform_indices",
+    "write_motion_dataset",
+    "write_video",
+]
