@@ -272,6 +272,22 @@ def test_official_pth_through_timm_pretrained(tmp_path: Path, monkeypatch: pytes
     torch.testing.assert_close(dual, out_dual, rtol=0, atol=1e-8)
 
 
+def test_own_safetensors_roundtrip_through_timm(tmp_path: Path) -> None:
+    model = _pico(drop_path_rate=0.1)
+    assert model(_clip()).shape == (2, 5)  # stochastic depth active in training mode
+    for m in model.modules():  # non-trivial offsets and BN statistics, so the round trip is checked
+        if isinstance(m, sifa_hub.layers.SIFA):
+            m.conv_offset.weight.data.normal_(0, 0.05)
+    path = tmp_path / "pico.safetensors"
+    save_file(model.state_dict(), str(path))
+    loaded = timm.create_model(
+        "sifa_resnet_pico", pretrained=True, pretrained_cfg_overlay={"file": str(path), "num_classes": 5}
+    )
+    x = _clip()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+
+
 @pytest.fixture(scope="module")
 def official_shapes() -> dict[str, dict[str, list[int]]]:
     return json.loads((FIXTURES / "official_state_dict_shapes.json").read_text())

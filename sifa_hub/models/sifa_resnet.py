@@ -285,11 +285,9 @@ class SIFAResNet(nn.Module):
         self.drop_rate = drop_rate
         self.use_sifa = use_sifa
         self.grad_checkpointing = False
-        self._sifa_args = {
-            "learn_offsets": learn_offsets,
-            "sifa_normalize": sifa_normalize,
-            "sifa_backend": sifa_backend,
-        }
+        self.learn_offsets = learn_offsets
+        self.sifa_normalize = sifa_normalize
+        self.sifa_backend = sifa_backend
 
         # stem: (B, C, T, H, W) -> (B, stem_width, T/E, H/s, W/s)
         self.conv1 = nn.Conv3d(
@@ -362,19 +360,32 @@ class SIFAResNet(nn.Module):
         downsample = None
         if stride != 1 or inplanes != outplanes:
             downsample = nn.Sequential(_conv1x1(inplanes, outplanes, stride), nn.BatchNorm3d(outplanes))
-        out = []
+        out: list[Bottleneck] = []
         for i in range(blocks):
-            args: dict[str, Any] = {"width_per_group": width_per_group, "drop_path": drop_path[i]}
-            first = {"stride": stride, "downsample": downsample} if i == 0 else {}
-            block_in = inplanes if i == 0 else outplanes
-            if not temporal:
-                out.append(Bottleneck(block_in, planes, **first, **args))
-            elif i % 2 == 0:
-                out.append(GlobalContextBottleneck(block_in, planes, **first, **args))
-            elif self.use_sifa:
-                out.append(SIFABottleneck(block_in, planes, sifa_kernel=sifa_kernel, **args, **self._sifa_args))
+            # (inplanes, planes, stride, downsample, width_per_group, drop_path) of block i
+            first = i == 0
+            common = (
+                inplanes if first else outplanes,
+                planes,
+                stride if first else 1,
+                downsample if first else None,
+                width_per_group,
+                drop_path[i],
+            )
+            if temporal and i % 2 == 0:
+                out.append(GlobalContextBottleneck(*common))
+            elif temporal and self.use_sifa:
+                out.append(
+                    SIFABottleneck(
+                        *common,
+                        sifa_kernel=sifa_kernel,
+                        learn_offsets=self.learn_offsets,
+                        sifa_normalize=self.sifa_normalize,
+                        sifa_backend=self.sifa_backend,
+                    )
+                )
             else:
-                out.append(Bottleneck(block_in, planes, **args))
+                out.append(Bottleneck(*common))
         return nn.Sequential(*out)
 
     @torch.jit.ignore
