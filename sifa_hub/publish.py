@@ -244,20 +244,18 @@ def _architecture(model: nn.Module) -> str:
 def model_complexity(model: nn.Module, num_frames: int, img_size: int) -> tuple[int, float | None]:
     """Parameter count and GMACs of one forward on a ``(1, 3, num_frames, img_size, img_size)`` clip.
 
-    MACs are half the FLOPs :class:`torch.utils.flop_counter.FlopCounterMode` counts (convolutions, matmuls); the
-    SIFA operator's bilinear sampling is not counted. GMACs are ``None`` if the counted forward fails.
+    MACs are half the FLOPs of :func:`sifa_hub.bench.count_flops`: ``FlopCounterMode`` for convolutions and
+    matmuls plus the SIFA operator counted analytically. GMACs are ``None`` (with a warning) if the counted forward
+    fails.
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    from .bench import count_flops
 
     params = sum(p.numel() for p in model.parameters())
     was_training = model.training
     model.eval()
     try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(torch.zeros(1, 3, num_frames, img_size, img_size))
-        gmacs: float | None = counter.get_total_flops() / 2e9
-    except Exception as e:  # an exotic op without a FLOP formula must not block an export
+        gmacs: float | None = count_flops(model, torch.zeros(1, 3, num_frames, img_size, img_size))[0] / 2e9
+    except Exception as e:  # an op without a FLOP formula must not block an export
         warnings.warn(f"could not count MACs of {type(model).__name__}: {e}", stacklevel=2)
         gmacs = None
     finally:
@@ -852,7 +850,8 @@ def push_to_hub(
     :func:`validate_card` and name ``repo_id`` in its snippets (not the placeholder), and a token must be found
     (``token``, else ``huggingface_hub.get_token()``: ``HF_TOKEN`` or the saved login). Then ``create_repo``
     (``exist_ok``), ``create_branch`` when ``revision`` is a new branch, and one ``create_commit`` with every file
-    (hidden files and ``__pycache__`` excluded).
+    (hidden files and ``__pycache__`` excluded). ``create_commit`` rather than ``upload_folder``: with ``hf_xet``
+    installed, ``upload_folder`` streams large folders in several commits, and a model version is one commit.
 
     Args:
         folder: a directory written by :func:`export_model`.

@@ -588,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
     _raw: bytes = b""
 
     def log_message(self, format: str, *args: Any) -> None:
-        return
+        """Silence the default stderr access log; requests are recorded in ``hub.log`` instead."""
 
     def do_GET(self) -> None:
         self._dispatch("GET")
