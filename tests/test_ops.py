@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
-from sifa_hub.ops import sifa_attention, sifa_attention_reference
+from sifa_hub.ops import available_backends, selected_backend, sifa_attention, sifa_attention_reference
+from sifa_hub.ops.cpu import sifa_attention_cpu
 
-FAST_BACKENDS = ["torch"]
+FAST_BACKENDS = ["torch", "cpu"]
 
 # (B, C, T, H, W, K, dilation, groups, offsets): offsets "frac" random non-integer, "int" integral sample points,
 # "large" mostly outside the frame, "none" offsets=None, "frac_t" given for all T frames.
@@ -161,3 +167,86 @@ def test_bad_inputs_raise(kwargs: dict, error: type, match: str) -> None:
     args.update(kwargs)
     with pytest.raises(error, match=match):
         sifa_attention(**args)
+
+
+def test_auto_selects_fused_cpu_kernel() -> None:
+    assert available_backends("cpu")["cpu"][0]
+    name, why = selected_backend("cpu")
+    assert name == "cpu", why
+    assert selected_backend("cuda")[0] in ("triton", "torch")
+
+
+def test_forced_backend_on_wrong_device_raises() -> None:
+    with pytest.raises(ValueError, match="triton"):
+        sifa_attention(torch.randn(1, 4, 2, 3, 3), backend="triton")
+
+
+@pytest.mark.parametrize("with_offsets", [True, False])
+def test_cpu_custom_op_opcheck(with_offsets: bool) -> None:
+    x = torch.randn(1, 4, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    off = (torch.randn(1, 18, 2, 4, 5, dtype=torch.float64) * 1.3).requires_grad_() if with_offsets else None
+    torch.library.opcheck(torch.ops.sifa_hub.cpu_forward.default, (x, off, 3, 1, 2, False))
+
+
+def test_cpu_kernel_compiles_with_torch_compile() -> None:
+    x = torch.randn(1, 4, 3, 4, 5, requires_grad=True)
+    off = torch.randn(1, 18, 2, 4, 5, requires_grad=True)
+    fn = torch.compile(lambda a, b: sifa_attention_cpu(a, b, 3, 1, 1, False).square().sum(), backend="aot_eager")
+    loss = fn(x, off)
+    loss.backward()
+    x2, off2 = x.detach().clone().requires_grad_(), off.detach().clone().requires_grad_()
+    sifa_attention_cpu(x2, off2, 3, 1, 1, False).square().sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(off.grad, off2.grad)
+
+
+TRITON_SCRIPT = """
+import torch
+from sifa_hub.ops import sifa_attention, sifa_attention_reference, selected_backend
+
+assert selected_backend("cpu")[0] == "cpu"  # interpreter mode never hijacks "auto" on CPU
+failures = []
+for case in CASES:
+    b, c, t, h, w, k, d, g, normalize, with_offsets = case
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, c, t, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    off = (torch.randn(b, 2 * k * k, t - 1, h, w, generator=gen, dtype=torch.float64) * 1.5).requires_grad_()
+    inputs = [x, off] if with_offsets else [x]
+    y = sifa_attention(x, off if with_offsets else None, k, d, g, normalize, backend="triton")
+    ref_off = off if with_offsets else torch.zeros_like(off)
+    y_ref = sifa_attention_reference(x, ref_off, k, d, g, normalize)
+    grad = torch.randn_like(y)
+    errors = [(y - y_ref).abs().max().item()]
+    for got, want in zip(torch.autograd.grad(y, inputs, grad), torch.autograd.grad(y_ref, inputs, grad)):
+        errors.append((got - want).abs().max().item())
+    y32 = sifa_attention(x.detach().float(), off.detach().float(), k, d, g, normalize, backend="triton")
+    errors.append((y32.double() - sifa_attention_reference(x, off, k, d, g, normalize)).abs().max().item() / 1e4)
+    if max(errors) > 1e-9:
+        failures.append((case, errors))
+assert not failures, failures
+print("ok")
+"""
+
+
+def run_triton_interpreter(cases: list[tuple]) -> None:
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    code = f"CASES = {cases!r}\n" + textwrap.dedent(TRITON_SCRIPT)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_triton_kernels_match_reference_in_interpreter() -> None:
+    # (B, C, T, H, W, K, dilation, groups, normalize, offsets?): borders, groups, softmax, T=2, no offsets.
+    run_triton_interpreter([(2, 4, 3, 3, 4, 3, 1, 2, None, True), (1, 4, 2, 2, 3, 3, 1, 1, "softmax", False)])
+
+
+@pytest.mark.slow
+def test_triton_kernels_match_reference_in_interpreter_more_shapes() -> None:
+    run_triton_interpreter(
+        [
+            (1, 6, 2, 1, 4, 3, 2, 3, "softmax", True),
+            (1, 4, 3, 4, 1, 5, 1, 2, None, True),
+            (1, 2, 2, 3, 3, 1, 1, 1, "softmax", True),
+            (1, 70, 2, 3, 2, 3, 1, 1, None, True),
+        ]
+    )

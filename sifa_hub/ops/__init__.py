@@ -1,6 +1,21 @@
 """The SIFA operator: functional API, reference implementation and fast backends."""
 
-from .functional import BACKENDS, sifa_attention, validate_sifa_inputs
+from .functional import (
+    BACKENDS,
+    NORMALIZE_MODES,
+    available_backends,
+    selected_backend,
+    sifa_attention,
+    validate_sifa_inputs,
+)
 from .reference import sifa_attention_reference
 
-__all__ = ["BACKENDS", "sifa_attention", "sifa_attention_reference", "validate_sifa_inputs"]
+__all__ = [
+    "BACKENDS",
+    "NORMALIZE_MODES",
+    "available_backends",
+    "selected_backend",
+    "sifa_attention",
+    "sifa_attention_reference",
+    "validate_sifa_inputs",
+]

@@ -4,7 +4,14 @@ Backends (``backend=``):
     ``"reference"``  the spec step by step (test oracle, slow, materialises all K² samples).
     ``"torch"``      pure PyTorch, one ``grid_sample`` per kernel position, samples recomputed in backward
                      (:mod:`sifa_hub.ops.torch_backend`); runs on any device.
-    ``"auto"``       the fastest available implementation for the input's device.
+    ``"cpu"``        fused C++ kernel built on first use (:mod:`sifa_hub.ops.cpu`), CPU tensors.
+    ``"triton"``     fused Triton kernels (:mod:`sifa_hub.ops.triton_backend`), CUDA tensors (or CPU tensors
+                     under ``TRITON_INTERPRET=1``).
+    ``"auto"``       CUDA: ``triton`` if importable, else ``torch``; CPU: ``cpu`` if the C++ kernel builds, else
+                     ``torch``. :func:`selected_backend` says which one runs and why; the choice is logged once
+                     per device type.
+
+Every backend supports ``normalize="softmax"``.
 
 Half-precision inputs (``float16``/``bfloat16``, e.g. under autocast) are computed in ``float32`` and the
 result is cast back to the input dtype.
@@ -12,14 +19,27 @@ result is cast back to the input dtype.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
+from .cpu import cpu_status, sifa_attention_cpu
 from .reference import sifa_attention_reference
 from .torch_backend import sifa_attention_torch
+from .triton_backend import sifa_attention_triton, triton_status
 
-__all__ = ["sifa_attention", "validate_sifa_inputs", "BACKENDS", "NORMALIZE_MODES"]
+__all__ = [
+    "BACKENDS",
+    "NORMALIZE_MODES",
+    "available_backends",
+    "selected_backend",
+    "sifa_attention",
+    "validate_sifa_inputs",
+]
 
-BACKENDS = ("auto", "reference", "torch")
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "reference", "torch", "cpu", "triton")
 NORMALIZE_MODES = (None, "softmax")
 
 
@@ -69,6 +89,67 @@ def validate_sifa_inputs(
         raise ValueError("sifa_attention: offsets contain NaN or Inf")
 
 
+def available_backends(device: torch.device | str = "cpu", build: bool = True) -> dict[str, tuple[bool, str]]:
+    """Which backends can run on ``device``, each with the reason.
+
+    Args:
+        device: device of the inputs.
+        build: build the C++ extension now if that was not tried yet (otherwise its entry may say
+            "not built yet", reported as available).
+
+    Returns:
+        ``{name: (usable, reason)}`` for every backend except ``"auto"``.
+    """
+    device = torch.device(device)
+    status = {
+        "reference": (True, "pure PyTorch reference (slow)"),
+        "torch": (True, "pure PyTorch, per-kernel-position grid_sample"),
+    }
+    if device.type == "cpu":
+        ok, why = cpu_status(build=build)
+        status["cpu"] = (ok is not False, why)
+    else:
+        status["cpu"] = (False, f"the C++ kernel runs on CPU tensors, not {device.type}")
+    status["triton"] = triton_status(device)
+    return status
+
+
+_LOGGED: set[str] = set()
+
+
+def selected_backend(device: torch.device | str = "cpu") -> tuple[str, str]:
+    """The backend ``backend="auto"`` runs for inputs on ``device``, and why (builds the C++ kernel if needed)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        ok, why = triton_status(device)
+        return ("triton", why) if ok else ("torch", f"fallback: {why}")
+    if device.type == "cpu":
+        ok, why = cpu_status(build=True)
+        return ("cpu", why) if ok else ("torch", f"fallback: fused CPU kernel unavailable ({why})")
+    return "torch", f"no fused kernel for {device.type} tensors"
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    if backend == "auto":
+        if torch.compiler.is_compiling():  # the choice is made (and the extension built) before tracing
+            return (
+                "cpu" if device.type == "cpu" and cpu_status()[0] else "triton" if device.type == "cuda" else "torch"
+            )
+        name, why = selected_backend(device)
+        if device.type not in _LOGGED:
+            _LOGGED.add(device.type)
+            logger.info("sifa_attention on %s: backend %r (%s)", device.type, name, why)
+        return name
+    if backend in ("cpu", "triton"):
+        ok, why = available_backends(device, build=False)[backend]
+        if not ok:
+            raise ValueError(f"sifa_attention: backend {backend!r} cannot run on {device.type} tensors: {why}")
+    return backend
+
+
+_FUSED = {"torch": sifa_attention_torch, "cpu": sifa_attention_cpu, "triton": sifa_attention_triton}
+
+
 def sifa_attention(
     x: torch.Tensor,
     offsets: torch.Tensor | None = None,
@@ -109,10 +190,11 @@ def sifa_attention(
         return torch.zeros_like(x)
     if offsets is not None and offsets.shape[2] == t:
         offsets = offsets[:, :, 1:]  # frame 0's offsets are unused
+    impl = _FUSED[_resolve_backend(backend, x.device)]
     in_dtype = x.dtype
-    if in_dtype in (torch.float16, torch.bfloat16):
+    if in_dtype not in (torch.float32, torch.float64):  # half precision (autocast): compute in float32
         x = x.float()
         offsets = None if offsets is None else offsets.float()
     with torch.autocast(x.device.type, enabled=False):
-        y = sifa_attention_torch(x, offsets, kernel_size, dilation, groups, normalize == "softmax")
+        y = impl(x, offsets, kernel_size, dilation, groups, normalize == "softmax")
     return y.to(in_dtype)

@@ -1,0 +1,364 @@
+// Fused SIFA operator for CPU: forward and backward in one pass over the pixels, no K²-fold tensors.
+//
+// Layout. x, y, grad_y, grad_x and offsets stay in PyTorch's (B, C, T, H, W) layout; the key frames 1..T-1
+// are copied once to channels-last (B, T-1, H, W, C) so that the four bilinear corners of a sample are four
+// contiguous C-vectors. Queries and output rows are transposed through small per-thread (W, C) buffers.
+//
+// Work split. Forward: one task per (step, row), every pixel writes only its own output. Backward: the
+// scatter of a pixel's sample gradients into its key frame touches rows h - P - M .. h + d(K-1) - P + M + 1
+// (M = largest |row offset|), so each step's rows are cut into bands taller than that reach: bands of the same
+// parity never write the same key rows, even bands run in parallel, then odd bands. No atomics, and the result
+// does not depend on the number of threads (bitwise deterministic).
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+template <typename scalar_t>
+inline scalar_t dot(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, int64_t n) {
+  scalar_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t c = 0; c < n; ++c) acc += a[c] * b[c];
+  return acc;
+}
+
+template <typename scalar_t>
+inline void axpy(scalar_t alpha, const scalar_t* __restrict__ a, scalar_t* __restrict__ out, int64_t n) {
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) out[c] += alpha * a[c];
+}
+
+// One bilinear sample point: its in-frame corners (offset of the corner's C-vector in the channels-last key
+// frame, bilinear weight, d weight / d row, d weight / d column).
+template <typename scalar_t>
+struct Corners {
+  int n = 0;
+  int64_t index[4];
+  scalar_t weight[4];
+  scalar_t d_row[4];
+  scalar_t d_col[4];
+};
+
+// Corners of the sample at (row, col) in an H x W frame whose pixels are C-vectors. Corners outside the frame
+// are dropped (they read 0). With `keep_zero`, in-frame corners of weight 0 are kept: their weight's
+// derivative is not 0 (points on integer coordinates take the derivative from the right, as grid_sample).
+template <typename scalar_t>
+inline Corners<scalar_t> corners(scalar_t row, scalar_t col, int64_t H, int64_t W, int64_t C, bool keep_zero) {
+  Corners<scalar_t> out;
+  if (!(row >= -1 && row < H && col >= -1 && col < W)) return out;  // no corner in the frame
+  const scalar_t r0f = std::floor(row), c0f = std::floor(col);
+  const int64_t r0 = static_cast<int64_t>(r0f), c0 = static_cast<int64_t>(c0f);
+  const scalar_t lr = row - r0f, lc = col - c0f;
+  for (int dr = 0; dr < 2; ++dr) {
+    const int64_t r = r0 + dr;
+    if (r < 0 || r >= H) continue;
+    const scalar_t wr = dr ? lr : 1 - lr, sr = dr ? 1 : -1;
+    for (int dc = 0; dc < 2; ++dc) {
+      const int64_t c = c0 + dc;
+      if (c < 0 || c >= W) continue;
+      const scalar_t wc = dc ? lc : 1 - lc, sc = dc ? 1 : -1;
+      const scalar_t weight = wr * wc;
+      if (weight == 0 && !keep_zero) continue;
+      out.index[out.n] = (r * W + c) * C;
+      out.weight[out.n] = weight;
+      out.d_row[out.n] = sr * wc;
+      out.d_col[out.n] = wr * sc;
+      ++out.n;
+    }
+  }
+  return out;
+}
+
+// Sample `keys` (H*W*C, channels-last) at the corners into `out` (C).
+template <typename scalar_t>
+inline void sample(const Corners<scalar_t>& cs, const scalar_t* __restrict__ keys, scalar_t* __restrict__ out,
+                   int64_t C) {
+  if (cs.n == 0) {
+    std::fill(out, out + C, scalar_t(0));
+    return;
+  }
+  const scalar_t* v0 = keys + cs.index[0];
+  const scalar_t w0 = cs.weight[0];
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) out[c] = w0 * v0[c];
+  for (int j = 1; j < cs.n; ++j) axpy(cs.weight[j], keys + cs.index[j], out, C);
+}
+
+struct Geometry {
+  int64_t B, C, T, H, W, K, dilation, groups, pad;
+  bool softmax;
+  int64_t steps() const { return T - 1; }
+  int64_t k2() const { return K * K; }
+  int64_t cg() const { return C / groups; }
+  double scale() const { return static_cast<double>(C) / std::sqrt(static_cast<double>(C) / groups); }
+};
+
+// Sample positions of the K² keys of pixel (h, w) at step `step` of batch `b`.
+template <typename scalar_t>
+inline void positions(const Geometry& g, const scalar_t* off, int64_t b, int64_t step, int64_t h, int64_t w,
+                      scalar_t* rows, scalar_t* cols) {
+  const int64_t hw = g.H * g.W, k2 = g.k2();
+  for (int64_t k = 0; k < k2; ++k) {
+    const int64_t i = k / g.K, j = k % g.K;
+    rows[k] = static_cast<scalar_t>(h - g.pad + i * g.dilation);
+    cols[k] = static_cast<scalar_t>(w - g.pad + j * g.dilation);
+    if (off != nullptr) {
+      const int64_t base = ((b * 2 * k2 + 2 * k) * g.steps() + step) * hw + h * g.W + w;
+      rows[k] += off[base];
+      cols[k] += off[base + g.steps() * hw];  // channel 2k+1
+    }
+  }
+}
+
+// Weights of the samples from the correlations (in place), softmax over k per group when asked.
+template <typename scalar_t>
+inline void normalize(const Geometry& g, scalar_t* corr) {
+  if (!g.softmax) return;
+  const int64_t k2 = g.k2(), G = g.groups;
+  const scalar_t scale = static_cast<scalar_t>(g.scale());
+  for (int64_t gi = 0; gi < G; ++gi) {
+    scalar_t mx = -INFINITY;
+    for (int64_t k = 0; k < k2; ++k) mx = std::max(mx, corr[k * G + gi] * scale);
+    scalar_t sum = 0;
+    for (int64_t k = 0; k < k2; ++k) sum += (corr[k * G + gi] = std::exp(corr[k * G + gi] * scale - mx));
+    for (int64_t k = 0; k < k2; ++k) corr[k * G + gi] /= sum;
+  }
+}
+
+// Copy row h of frame `step` from (B, C, T, H, W) into a (W, C) buffer.
+template <typename scalar_t>
+inline void gather_row(const Geometry& g, const scalar_t* src, int64_t b, int64_t step, int64_t h,
+                       scalar_t* dst) {
+  for (int64_t c = 0; c < g.C; ++c) {
+    const scalar_t* s = src + ((b * g.C + c) * g.T + step) * g.H * g.W + h * g.W;
+    for (int64_t w = 0; w < g.W; ++w) dst[w * g.C + c] = s[w];
+  }
+}
+
+// Write a (W, C) buffer to row h of frame `step` of a (B, C, T, H, W) tensor.
+template <typename scalar_t>
+inline void scatter_row(const Geometry& g, const scalar_t* src, int64_t b, int64_t step, int64_t h,
+                        scalar_t* dst) {
+  for (int64_t c = 0; c < g.C; ++c) {
+    scalar_t* d = dst + ((b * g.C + c) * g.T + step) * g.H * g.W + h * g.W;
+    for (int64_t w = 0; w < g.W; ++w) d[w] = src[w * g.C + c];
+  }
+}
+
+template <typename scalar_t>
+void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_cl, const scalar_t* off,
+                    scalar_t* y) {
+  const int64_t C = g.C, G = g.groups, Cg = g.cg(), k2 = g.k2(), S = g.steps();
+  const scalar_t inv_c = scalar_t(1) / static_cast<scalar_t>(C);
+  at::parallel_for(0, g.B * S * g.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> qrow(g.W * C), orow(g.W * C), samples(k2 * C), corr(k2 * G), rows(k2), cols(k2);
+    std::vector<char> empty(k2);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t h = task % g.H, n = task / g.H, b = n / S, step = n % S;
+      const scalar_t* keys = keys_cl + n * g.H * g.W * C;
+      gather_row(g, x, b, step, h, qrow.data());
+      for (int64_t w = 0; w < g.W; ++w) {
+        const scalar_t* q = qrow.data() + w * C;
+        scalar_t* out = orow.data() + w * C;
+        positions(g, off, b, step, h, w, rows.data(), cols.data());
+        for (int64_t k = 0; k < k2; ++k) {
+          const auto cs = corners(rows[k], cols[k], g.H, g.W, C, false);
+          empty[k] = cs.n == 0;
+          scalar_t* s = samples.data() + k * C;
+          sample(cs, keys, s, C);
+          for (int64_t gi = 0; gi < G; ++gi) corr[k * G + gi] = dot(q + gi * Cg, s + gi * Cg, Cg) * inv_c;
+        }
+        normalize(g, corr.data());
+        std::fill(out, out + C, scalar_t(0));
+        for (int64_t k = 0; k < k2; ++k) {
+          if (empty[k]) continue;
+          for (int64_t gi = 0; gi < G; ++gi)
+            axpy(corr[k * G + gi], samples.data() + k * C + gi * Cg, out + gi * Cg, Cg);
+        }
+      }
+      scatter_row(g, orow.data(), b, step, h, y);
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_cl, const scalar_t* off,
+                     const scalar_t* grad_y, scalar_t* grad_x, scalar_t* grad_keys_cl, scalar_t* grad_off,
+                     int64_t band) {
+  const int64_t C = g.C, G = g.groups, Cg = g.cg(), k2 = g.k2(), S = g.steps(), hw = g.H * g.W;
+  const scalar_t inv_c = scalar_t(1) / static_cast<scalar_t>(C);
+  const scalar_t scale = static_cast<scalar_t>(g.scale());
+  const int64_t n_bands = (g.H + band - 1) / band;
+  for (int parity = 0; parity < 2; ++parity) {
+    const int64_t bands_of_parity = (n_bands - parity + 1) / 2;
+    at::parallel_for(0, g.B * S * bands_of_parity, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> qrow(g.W * C), grow(g.W * C), dqrow(g.W * C), samples(k2 * C), grad_s(C);
+      std::vector<scalar_t> weight(k2 * G), grad_w(k2 * G), rows(k2), cols(k2);
+      std::vector<Corners<scalar_t>> cs(k2);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / bands_of_parity, bi = 2 * (task % bands_of_parity) + parity;
+        const int64_t b = n / S, step = n % S;
+        const scalar_t* keys = keys_cl + n * hw * C;
+        scalar_t* gkeys = grad_keys_cl == nullptr ? nullptr : grad_keys_cl + n * hw * C;
+        for (int64_t h = bi * band; h < std::min(g.H, (bi + 1) * band); ++h) {
+          gather_row(g, x, b, step, h, qrow.data());
+          gather_row(g, grad_y, b, step, h, grow.data());
+          for (int64_t w = 0; w < g.W; ++w) {
+            const scalar_t* q = qrow.data() + w * C;
+            const scalar_t* go = grow.data() + w * C;
+            positions(g, off, b, step, h, w, rows.data(), cols.data());
+            // Recompute the samples, their weights and d loss / d weight.
+            for (int64_t k = 0; k < k2; ++k) {
+              cs[k] = corners(rows[k], cols[k], g.H, g.W, C, true);
+              scalar_t* s = samples.data() + k * C;
+              sample(cs[k], keys, s, C);
+              for (int64_t gi = 0; gi < G; ++gi) {
+                weight[k * G + gi] = dot(q + gi * Cg, s + gi * Cg, Cg) * inv_c;
+                grad_w[k * G + gi] = dot(go + gi * Cg, s + gi * Cg, Cg);
+              }
+            }
+            // grad_w becomes d loss / d correlation, pre-divided by C (d correlation / d(q·s) = 1/C).
+            normalize(g, weight.data());
+            for (int64_t gi = 0; gi < G; ++gi) {
+              scalar_t mean = 0;
+              if (g.softmax)
+                for (int64_t k = 0; k < k2; ++k) mean += weight[k * G + gi] * grad_w[k * G + gi];
+              for (int64_t k = 0; k < k2; ++k) {
+                scalar_t& gw = grad_w[k * G + gi];
+                gw = g.softmax ? scale * weight[k * G + gi] * (gw - mean) * inv_c : gw * inv_c;
+              }
+            }
+            scalar_t* dq = dqrow.data() + w * C;
+            std::fill(dq, dq + C, scalar_t(0));
+            for (int64_t k = 0; k < k2; ++k) {
+              const int64_t off_index = ((b * 2 * k2 + 2 * k) * S + step) * hw + h * g.W + w;
+              if (grad_off != nullptr) grad_off[off_index] = grad_off[off_index + S * hw] = 0;
+              if (cs[k].n == 0) continue;
+              const scalar_t* s = samples.data() + k * C;
+              for (int64_t gi = 0; gi < G; ++gi) {
+                const scalar_t wk = weight[k * G + gi], gc = grad_w[k * G + gi];
+                axpy(gc, s + gi * Cg, dq + gi * Cg, Cg);  // query gradient
+                scalar_t* gs = grad_s.data() + gi * Cg;
+                const scalar_t* gog = go + gi * Cg;
+                const scalar_t* qg = q + gi * Cg;
+#pragma omp simd
+                for (int64_t c = 0; c < Cg; ++c) gs[c] = wk * gog[c] + gc * qg[c];  // d loss / d sample
+              }
+              scalar_t d_row = 0, d_col = 0;
+              for (int j = 0; j < cs[k].n; ++j) {
+                if (gkeys != nullptr && cs[k].weight[j] != 0)
+                  axpy(cs[k].weight[j], grad_s.data(), gkeys + cs[k].index[j], C);
+                if (grad_off != nullptr) {
+                  const scalar_t v = dot(grad_s.data(), keys + cs[k].index[j], C);
+                  d_row += cs[k].d_row[j] * v;
+                  d_col += cs[k].d_col[j] * v;
+                }
+              }
+              if (grad_off != nullptr) {
+                grad_off[off_index] = d_row;
+                grad_off[off_index + S * hw] = d_col;
+              }
+            }
+          }
+          if (grad_x != nullptr) scatter_row(g, dqrow.data(), b, step, h, grad_x);
+        }
+      }
+    });
+  }
+}
+
+Geometry geometry(const torch::Tensor& x, int64_t K, int64_t dilation, int64_t groups, bool softmax) {
+  Geometry g;
+  g.B = x.size(0);
+  g.C = x.size(1);
+  g.T = x.size(2);
+  g.H = x.size(3);
+  g.W = x.size(4);
+  g.K = K;
+  g.dilation = dilation;
+  g.groups = groups;
+  g.pad = (dilation * (K - 1) + 1) / 2;
+  g.softmax = softmax;
+  return g;
+}
+
+void check_inputs(const torch::Tensor& x, const c10::optional<torch::Tensor>& offsets, int64_t K) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 5 && x.size(2) >= 2, "sifa_cpu: x must be a (B, C, T>=2, H, W) CPU tensor");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "sifa_cpu: float32 or float64 only");
+  if (offsets.has_value()) {
+    const auto& o = *offsets;
+    TORCH_CHECK(o.scalar_type() == x.scalar_type() && o.dim() == 5 && o.size(0) == x.size(0) &&
+                    o.size(1) == 2 * K * K && o.size(2) == x.size(2) - 1 && o.size(3) == x.size(3) &&
+                    o.size(4) == x.size(4),
+                "sifa_cpu: offsets must be (B, 2K², T-1, H, W) of x's dtype");
+  }
+}
+
+torch::Tensor keys_channels_last(const torch::Tensor& x) {
+  return x.narrow(2, 1, x.size(2) - 1).permute({0, 2, 3, 4, 1}).contiguous();  // (B, T-1, H, W, C)
+}
+
+}  // namespace
+
+torch::Tensor sifa_forward(const torch::Tensor& x_in, const c10::optional<torch::Tensor>& offsets, int64_t K,
+                           int64_t dilation, int64_t groups, bool softmax) {
+  check_inputs(x_in, offsets, K);
+  const auto x = x_in.contiguous();
+  const auto off = offsets.has_value() ? offsets->contiguous() : torch::Tensor();
+  const auto g = geometry(x, K, dilation, groups, softmax);
+  const auto keys = keys_channels_last(x);
+  auto y = torch::empty_like(x);
+  y.select(2, g.T - 1).zero_();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sifa_forward", [&] {
+    forward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(),
+                             off.defined() ? off.data_ptr<scalar_t>() : nullptr, y.data_ptr<scalar_t>());
+  });
+  return y;
+}
+
+std::vector<torch::Tensor> sifa_backward(const torch::Tensor& grad_y_in, const torch::Tensor& x_in,
+                                         const c10::optional<torch::Tensor>& offsets, int64_t K,
+                                         int64_t dilation, int64_t groups, bool softmax, bool need_x,
+                                         bool need_offsets) {
+  check_inputs(x_in, offsets, K);
+  const auto x = x_in.contiguous();
+  const auto grad_y = grad_y_in.to(x.scalar_type()).contiguous();
+  const auto off = offsets.has_value() ? offsets->contiguous() : torch::Tensor();
+  const auto g = geometry(x, K, dilation, groups, softmax);
+  const auto keys = keys_channels_last(x);
+  torch::Tensor grad_x, grad_keys, grad_off;
+  if (need_x) {
+    grad_x = torch::empty_like(x);
+    grad_x.select(2, g.T - 1).zero_();  // frame T-1 is never a query
+    grad_keys = torch::zeros_like(keys);
+  }
+  need_offsets = need_offsets && off.defined();
+  if (need_offsets) grad_off = torch::empty_like(off);
+  // Band height: rows of a band scatter into rows [top - P - M, bottom + d(K-1) - P + M + 1].
+  int64_t band = g.H;
+  if (need_x) {
+    double reach = 0;
+    if (off.defined()) reach = off.view({g.B, g.k2(), 2, -1}).select(2, 0).abs().max().item<double>();
+    if (reach < static_cast<double>(g.H)) band = g.dilation * (g.K - 1) + 2 * static_cast<int64_t>(std::ceil(reach)) + 2;
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sifa_backward", [&] {
+    backward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(),
+                              off.defined() ? off.data_ptr<scalar_t>() : nullptr, grad_y.data_ptr<scalar_t>(),
+                              need_x ? grad_x.data_ptr<scalar_t>() : nullptr,
+                              need_x ? grad_keys.data_ptr<scalar_t>() : nullptr,
+                              need_offsets ? grad_off.data_ptr<scalar_t>() : nullptr, std::min(band, g.H));
+  });
+  if (need_x) grad_x.narrow(2, 1, g.T - 1).add_(grad_keys.permute({0, 4, 1, 2, 3}));
+  return {grad_x, grad_off};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &sifa_forward, "SIFA forward (CPU)");
+  m.def("backward", &sifa_backward, "SIFA backward (CPU)");
+}
