@@ -621,6 +621,7 @@ def profile_sifa_share(model: nn.Module, x: torch.Tensor, row_limit: int = 15) -
     try:
         with torch.inference_mode(), _instrument_sifa(on_call):
             model(x)  # warm-up
+            calls = 0
             with profile(activities=[ProfilerActivity.CPU]) as prof, record_function("bench::forward"):
                 model(x)
     finally:
@@ -675,8 +676,18 @@ def run_benchmarks(
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but CUDA is not available")
+    threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    try:
+        return _run(config, resolved, device, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    config: BenchConfig, resolved: dict[str, ModelSpec], device: torch.device, log: Callable[[str], None]
+) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(config.seed)
     clip = torch.randn(max(config.batch_sizes), 3, config.frames, config.size, config.size, generator=gen).to(device)
     meta = machine_description(device)
