@@ -15,7 +15,7 @@ import timm
 import torch
 from hub_server import HubServer
 from huggingface_hub import ModelCard, model_info, snapshot_download
-from huggingface_hub.errors import RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -197,7 +197,7 @@ def test_push_private_and_errors(
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     with pytest.raises(ValueError, match="no Hugging Face token"):
         publish.push_to_hub(out, REPO)
-    with pytest.raises(Exception) as err:  # a wrong token reaches the Hub and is refused there
+    with pytest.raises(HfHubHTTPError) as err:  # a wrong token reaches the Hub and is refused there
         publish.push_to_hub(out, REPO, token="hf_wrong")
     assert err.value.response.status_code == 401
 
@@ -347,7 +347,9 @@ def test_cli_export_and_push(hub_server: HubServer, exported: tuple[torch.nn.Mod
     )
     assert args.func(args) == 0
     assert hub_server.commit_history(f"{HubServer.org}/cli-pico")[0].title == "from the CLI"
-    assert snapshot_download(f"{HubServer.org}/cli-pico") and os.environ["HF_TOKEN"] == HubServer.write_token
+    assert model_info(f"{HubServer.org}/cli-pico").private
+    snapshot = Path(snapshot_download(f"{HubServer.org}/cli-pico"))
+    assert (snapshot / "model.safetensors").read_bytes() == (tmp_path / "cli" / "model.safetensors").read_bytes()
 
 
 def test_model_cards_validate() -> None:
