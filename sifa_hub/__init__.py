@@ -5,7 +5,10 @@ Importing the package registers every model with timm's registry and with transf
 
 __version__ = "0.1.0"
 
-from . import models  # noqa: E402,F401  (registers the timm models)
+from . import (
+    hf,  # noqa: E402,F401  (registers the transformers Auto* classes)
+    models,  # noqa: E402,F401  (registers the timm models)
+)
 from .layers import SIFA  # noqa: E402
 from .ops import sifa_attention  # noqa: E402
 

@@ -6,6 +6,7 @@ without ``trust_remote_code``.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, AutoVideoProcessor
+from transformers.models.auto.modeling_auto import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES
 
 from .configuration_sifa import SifaConfig
 from .modeling_sifa import (
@@ -34,3 +35,5 @@ AutoConfig.register(SifaConfig.model_type, SifaConfig, exist_ok=True)
 AutoModel.register(SifaConfig, SifaModel, exist_ok=True)
 AutoModelForVideoClassification.register(SifaConfig, SifaForVideoClassification, exist_ok=True)
 AutoVideoProcessor.register(SifaConfig, SifaVideoProcessor, exist_ok=True)
+# the video-classification pipeline checks the model class against this table of names
+MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES.setdefault(SifaConfig.model_type, SifaForVideoClassification.__name__)

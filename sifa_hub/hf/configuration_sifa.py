@@ -205,7 +205,10 @@ class SifaConfig(PreTrainedConfig):
         if unknown:
             raise ValueError(f"SifaConfig: pretrained_cfg has keys timm's PretrainedCfg does not accept: {unknown}")
         cfg.pop("architecture", None)
-        self.pretrained_cfg = cfg
+        try:  # JSON-normal form (tuples → lists) so that a loaded config equals the saved one
+            self.pretrained_cfg = json.loads(json.dumps(cfg))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"SifaConfig: pretrained_cfg must be JSON-serialisable: {e}") from e
 
     @property
     def family(self) -> str:

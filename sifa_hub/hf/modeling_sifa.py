@@ -105,7 +105,11 @@ def _create_timm_model(config: SifaConfig, num_classes: int) -> nn.Module:
     if not timm.is_model(config.architecture):
         known = sorted(set(timm.list_models("sifa_*")) | set(timm.list_models("c2d_*")))
         raise ValueError(f"unknown SIFA architecture {config.architecture!r}; registered variants: {known}")
-    return timm.create_model(config.architecture, pretrained=False, num_classes=num_classes, **config.timm_kwargs())
+    kwargs = config.timm_kwargs()
+    try:
+        return timm.create_model(config.architecture, pretrained=False, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"cannot build {config.architecture} from the config (create_model kwargs {kwargs}): {e}") from e
 
 
 def _mark_initialized(module: nn.Module) -> None:
@@ -137,16 +141,9 @@ class SifaPreTrainedModel(PreTrainedModel):
             timm_model = _create_timm_model(self.config, num_classes)
         elif not isinstance(timm_model, (SIFAResNet, SifaSwinTransformer)):
             raise TypeError(f"expected a SIFA timm model (SIFAResNet / SifaSwinTransformer), got {type(timm_model)}")
-        early_stride = timm_model.early_stride
-        if self.config.num_frames % early_stride or (
-            isinstance(timm_model, SIFAResNet) and self.config.num_frames < 2 * early_stride
-        ):
-            raise ValueError(
-                f"config.num_frames={self.config.num_frames} cannot be taken by {self.config.architecture}: it must "
-                f"be a multiple of its early stride {early_stride}"
-                + (f" and at least {2 * early_stride}" if isinstance(timm_model, SIFAResNet) else "")
-            )
         self.timm_model = timm_model
+        if not self.config.pretrained_cfg:  # record timm's metadata (crop_pct, interpolation, ...) for config.json
+            self.config.pretrained_cfg = SifaConfig.from_timm_model(timm_model).pretrained_cfg
         # save timm-native keys also from a model not made by from_pretrained (which sets this itself)
         self._weight_conversions = [PrefixChange(prefix_to_add=TIMM_PREFIX)]
         if next(timm_model.parameters()).device.type != "meta":
@@ -326,6 +323,9 @@ def _default_init(module: nn.Module) -> None:
 
 class SifaModel(SifaPreTrainedModel):
     """SIFA backbone without classifier: ``pixel_values (B, T, C, H, W)`` → final map and pooled features."""
+
+    # a classification checkpoint loads into the backbone; its classifiers are dropped silently
+    _keys_to_ignore_on_load_unexpected = [rf"^{TIMM_PREFIX}\.(fc|fc_dual|head\.fc)\."]
 
     def __init__(self, config: SifaConfig, timm_model: nn.Module | None = None) -> None:
         super().__init__(config)

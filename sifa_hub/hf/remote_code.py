@@ -12,9 +12,11 @@ works where ``sifa_hub`` is not installed (torch, timm, transformers and av are 
 The files are generated, never hand-kept: each module's source is read from the installed package and its
 imports of package modules (``from ..layers import SIFA``, ``from .reference import x``,
 ``from sifa_hub.ops import y``) are rewritten to flat relative imports (``from .sifa_layers import SIFA``), the
-form transformers follows when it copies a model's code. Compiled op backends (the C++ ``cpu`` kernel and Triton
-kernels) need files remote code cannot carry; they are left out and an import of one becomes
-``raise ImportError(...)``, so the operator falls back to its pure-PyTorch backend.
+form transformers follows when it copies a model's code. Compiled op backends (the C++ ``cpu`` kernel and the
+Triton kernels) need files remote code cannot carry (C++ sources; ``triton``, which not every machine has) and
+register torch custom ops that would clash with an installed ``sifa_hub``: they are left out. Names imported from
+them come from a generated ``sifa_omitted_backends.py`` whose ``*_status()`` functions report the backend
+unavailable (so ``backend="auto"`` picks the pure-PyTorch one) and whose other functions raise.
 """
 
 from __future__ import annotations
@@ -47,10 +49,30 @@ _PROCESSOR_FILE = "video_preprocessor_config.json"
 _NEVER = ("sifa_hub.hf", "sifa_hub.hf.remote_code", "sifa_hub")
 
 
+_STUBS = "sifa_omitted_backends"
+
+
 def _is_omitted(module: str) -> bool:
-    """Compiled op backends: they load files (C++ sources, Triton) that remote code does not carry."""
+    """Compiled op backends (``sifa_hub.ops.cpu``, ``sifa_hub.ops.triton*``) and their op registration."""
     parts = module.split(".")
-    return parts[:2] == [PACKAGE, "ops"] and len(parts) == 3 and (parts[2] == "cpu" or parts[2].startswith("triton"))
+    return (
+        parts[:2] == [PACKAGE, "ops"]
+        and len(parts) == 3
+        and (parts[2] in ("cpu", "custom_ops") or parts[2].startswith("triton"))
+    )
+
+
+def _stub(name: str, module: str) -> str:
+    """Source of a stand-in for ``name`` imported from the omitted ``module``."""
+    reason = f"{module} (a compiled SIFA op backend) is not part of the remote code"
+    if name.endswith("_status"):
+        return f"def {name}(*args: Any, **kwargs: Any) -> tuple[bool, str]:\n    return False, {reason!r}\n"
+    if name.startswith("sifa_attention_"):
+        return f"def {name}(*args: Any, **kwargs: Any) -> Any:\n    raise RuntimeError({reason!r})\n"
+    raise ValueError(
+        f"remote code: cannot stand in for {name!r} from the omitted backend {module}; import only "
+        "`*_status` functions and `sifa_attention_*` kernels from compiled backends"
+    )
 
 
 def flat_name(module: str) -> str:
@@ -111,18 +133,22 @@ def _package_imports(module: str, source: str) -> list[tuple[ast.stmt, str]]:
     return found
 
 
-def _rewrite(module: str, source: str) -> tuple[str, list[str]]:
-    """Source with package imports made flat and relative; also the package modules it needs."""
+def _rewrite(module: str, source: str, stubs: dict[str, str]) -> tuple[str, list[str]]:
+    """Source with package imports made flat and relative; also the package modules it needs.
+
+    Names imported from omitted backends are recorded in ``stubs`` (name → omitted module).
+    """
     lines = source.splitlines(keepends=True)
     needed = []
     # replace from the bottom so that earlier line numbers stay valid
     for node, target in sorted(_package_imports(module, source), key=lambda n: -n[0].lineno):
         first, last = node.lineno - 1, node.end_lineno - 1
         indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
+        names = ", ".join(a.name if a.asname is None else f"{a.name} as {a.asname}" for a in node.names)
         if _is_omitted(target):
-            new = f'{indent}raise ImportError("{target} (a compiled backend) is not part of the remote code")\n'
+            new = f"{indent}from .{_STUBS} import {names}\n"
+            stubs.update((a.name, target) for a in node.names)
         else:
-            names = ", ".join(a.name if a.asname is None else f"{a.name} as {a.asname}" for a in node.names)
             new = f"{indent}from .{flat_name(target)} import {names}\n"
             needed.append(target)
         tail = lines[last][node.end_col_offset :]
@@ -134,6 +160,7 @@ def _rewrite(module: str, source: str) -> tuple[str, list[str]]:
 def remote_code_sources() -> dict[str, str]:
     """``{file name: source}`` of the flat remote-code files (the roots and every package module they import)."""
     out: dict[str, str] = {}
+    stubs: dict[str, str] = {}
     todo, seen = list(REMOTE_CODE_ROOTS), set()
     while todo:
         module = todo.pop()
@@ -142,9 +169,16 @@ def remote_code_sources() -> dict[str, str]:
         seen.add(module)
         if module in _NEVER:
             raise ValueError(f"remote code: {module} must not be imported by the model's code")
-        source, needed = _rewrite(module, _module_file(module).read_text(encoding="utf-8"))
+        source, needed = _rewrite(module, _module_file(module).read_text(encoding="utf-8"), stubs)
         out[f"{flat_name(module)}.py"] = source
         todo.extend(needed)
+    if stubs:
+        body = "\n\n".join(_stub(name, stubs[name]) for name in sorted(stubs))
+        out[f"{_STUBS}.py"] = (
+            "# Generated by sifa_hub.hf.remote_code; do not edit.\n"
+            '"""Stand-ins for the compiled SIFA op backends, left out of remote code (pure-PyTorch op only)."""\n\n'
+            f"from typing import Any\n\n\n{body}"
+        )
     return dict(sorted(out.items()))
 
 

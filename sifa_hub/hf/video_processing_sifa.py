@@ -114,6 +114,23 @@ class SifaVideoProcessor(BaseVideoProcessor):
         if self.num_frames is not None and (not isinstance(self.num_frames, int) or self.num_frames < 1):
             raise ValueError(f"SifaVideoProcessor: num_frames must be a positive int, got {self.num_frames!r}")
 
+    @classmethod
+    def from_sifa_config(cls, config: Any, **kwargs: Any) -> SifaVideoProcessor:
+        """The processor a :class:`~sifa_hub.hf.SifaConfig` implies: its frame count, mean/std and frame size as
+        the centre crop, after resizing the short side to ``crop / crop_pct`` (``config.pretrained_cfg``'s
+        ``crop_pct``, default 0.875); ``kwargs`` override."""
+        height, width = config.frame_size
+        crop_pct = float((config.pretrained_cfg or {}).get("crop_pct", 0.875))
+        values: dict[str, Any] = {
+            "num_frames": config.num_frames,
+            "size": {"shortest_edge": int(round(min(height, width) / crop_pct))},
+            "crop_size": {"height": height, "width": width},
+            "image_mean": list(config.image_mean),
+            "image_std": list(config.image_std),
+        }
+        values.update(kwargs)
+        return cls(**values)
+
     def sample_frames(
         self,
         metadata: VideoMetadata,

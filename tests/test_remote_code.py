@@ -1,0 +1,167 @@
+"""Remote-code export: generated flat files load with ``trust_remote_code=True`` in a process without sifa_hub."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from sifa_hub.hf import SifaConfig, SifaForVideoClassification, SifaVideoProcessor, export_for_remote_code
+from sifa_hub.hf.remote_code import REMOTE_CODE_ROOTS, flat_name, remote_code_sources, write_remote_code
+
+# runs in a fresh interpreter whose import system refuses sifa_hub (it is installed editable in this venv)
+CHILD = textwrap.dedent(
+    """
+    import importlib, json, sys
+    from importlib.abc import MetaPathFinder
+
+    class HideSifaHub(MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "sifa_hub" or name.startswith("sifa_hub."):
+                raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)")
+            return None
+
+    sys.meta_path.insert(0, HideSifaHub())
+    import torch
+    from transformers import AutoConfig, AutoModelForVideoClassification, AutoVideoProcessor, pipeline
+
+    clip_path, video_path, out_path, *model_dirs = sys.argv[1:]
+    try:
+        import sifa_hub  # noqa: F401
+        raise SystemExit("sifa_hub is importable in the child")
+    except ModuleNotFoundError:
+        pass
+    results = {}
+    for i, model_dir in enumerate(model_dirs):
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+        model = AutoModelForVideoClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
+        processor = AutoVideoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+        with torch.no_grad():
+            logits = model(torch.load(clip_path)).logits
+            video_logits = model(**processor(video_path, return_tensors="pt")).logits
+        ops = importlib.import_module(type(model).__module__.rsplit(".", 1)[0] + ".sifa_ops_functional")
+        top = None
+        if i == 0:
+            top = pipeline("video-classification", model=model_dir, trust_remote_code=True)(video_path, top_k=2)
+        results[model_dir] = {
+            "config": type(config).__name__,
+            "model": type(model).__module__ + "." + type(model).__name__,
+            "processor": type(processor).__name__,
+            "logits": logits.tolist(),
+            "video_logits": video_logits.tolist(),
+            "top": top,
+            "backend": ops.selected_backend("cpu")[0],
+        }
+    results["sifa_hub_modules"] = sorted(m for m in sys.modules if m == "sifa_hub" or m.startswith("sifa_hub."))
+    json.dump(results, open(out_path, "w"))
+    """
+)
+
+
+def write_mp4(path: str, frames: int = 50, size: tuple[int, int] = (48, 64)) -> None:
+    """A 2 s, 25 fps clip of a bright square moving down."""
+    height, width = size
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            frame = np.full((height, width, 3), 30, np.uint8)
+            y = i % (height - 10)
+            frame[y : y + 10, 20:32] = 240
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_generated_sources_are_flat_and_self_contained():
+    sources = remote_code_sources()
+    assert {f"{flat_name(m)}.py" for m in REMOTE_CODE_ROOTS} <= set(sources)
+    assert {"sifa_layers.py", "sifa_ops.py", "sifa_resnet.py", "sifa_swin.py", "sifa_helpers.py"} <= set(sources)
+    # compiled backends are left out; their status functions report them unavailable
+    assert not any(name.startswith(("sifa_ops_cpu", "sifa_ops_triton")) for name in sources)
+    stubs: dict = {}
+    exec(compile(sources["sifa_omitted_backends.py"], "sifa_omitted_backends.py", "exec"), stubs)
+    assert stubs["cpu_status"]()[0] is False and stubs["triton_status"]("cuda")[0] is False
+    with pytest.raises(RuntimeError, match="not part of the remote code"):
+        stubs["sifa_attention_cpu"]()
+    for name, text in sources.items():
+        tree = ast.parse(text)  # valid Python
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level in (0, 1), (name, node.module)
+                if node.level == 0:
+                    assert not (node.module or "").startswith("sifa_hub"), (name, node.module)
+                else:  # flat relative import of another generated file, in the form transformers follows
+                    assert f"{node.module}.py" in sources, (name, node.module)
+            elif isinstance(node, ast.Import):
+                assert all(not a.name.startswith("sifa_hub") for a in node.names), name
+        assert text.startswith("# Generated by sifa_hub.hf.remote_code")
+
+
+def test_write_remote_code_needs_a_sifa_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        write_remote_code(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    with pytest.raises(ValueError, match="not a SIFA config"):
+        write_remote_code(tmp_path)
+
+
+def test_remote_code_loads_without_sifa_hub(tmp_path):
+    """Both families exported with remote code load, classify and pipeline in a process without sifa_hub."""
+    labels = ["up", "down", "left"]
+    clip = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(clip, tmp_path / "clip.pt")
+    video = str(tmp_path / "clip.mp4")
+    write_mp4(video)
+    exported = {}
+    for architecture in ("sifa_resnet_pico", "sifa_swin_pico"):
+        config = SifaConfig(architecture=architecture, num_frames=8, image_size=32, id2label=dict(enumerate(labels)))
+        model = SifaForVideoClassification(config).eval()
+        with torch.no_grad():
+            for p in model.parameters():  # zero-initialised paths too: the export must carry trained weights
+                p.add_(0.05 * torch.randn_like(p))
+        processor = SifaVideoProcessor.from_sifa_config(config)
+        model_dir = tmp_path / architecture
+        written = export_for_remote_code(model, model_dir, processor)
+        assert "modeling_sifa.py" in written and "sifa_ops_torch_backend.py" in written
+        saved = json.loads((model_dir / "config.json").read_text())
+        assert saved["auto_map"]["AutoModelForVideoClassification"] == "modeling_sifa.SifaForVideoClassification"
+        assert json.loads((model_dir / "video_preprocessor_config.json").read_text())["auto_map"] == {
+            "AutoVideoProcessor": "video_processing_sifa.SifaVideoProcessor"
+        }
+        with torch.no_grad():
+            exported[str(model_dir)] = (model(clip).logits, model(**processor(video, return_tensors="pt")).logits)
+
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    env.pop("PYTHONPATH", None)
+    out_path = tmp_path / "out.json"
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "clip.pt"), video, str(out_path), *exported],
+        cwd=tmp_path,  # not the repository: the checkout must not be importable from the working directory
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = json.loads(out_path.read_text())
+    assert results.pop("sifa_hub_modules") == []
+    for i, (model_dir, (expected, expected_video)) in enumerate(exported.items()):
+        out = results[model_dir]
+        assert out["config"] == "SifaConfig" and out["processor"] == "SifaVideoProcessor"
+        assert out["model"].startswith("transformers_modules.")
+        assert out["model"].endswith(".SifaForVideoClassification") and out["backend"] == "torch"
+        # remote code runs the pure-PyTorch SIFA op; here "auto" may pick the compiled C++ kernel
+        torch.testing.assert_close(torch.tensor(out["logits"]), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(out["video_logits"]), expected_video, rtol=1e-4, atol=1e-5)
+        if i == 0:
+            assert [r["label"] for r in out["top"]] == [labels[k] for k in expected_video[0].topk(2).indices]
