@@ -233,6 +233,14 @@ def _label_list(labels: Any) -> list[str] | None:
 # Configuration, statistics, metrics
 
 
+def _int_attr(model: nn.Module, name: str) -> int:
+    """An integer attribute every SIFA model has (``num_frames``, ``num_classes``, ``num_features``)."""
+    value = getattr(model, name, None)
+    if not isinstance(value, int):
+        raise ValueError(f"{type(model).__name__} has no integer {name!r}: is it a SIFA model created with timm?")
+    return value
+
+
 def _architecture(model: nn.Module) -> str:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     arch = cfg.get("architecture")
@@ -349,7 +357,7 @@ def build_model_card(
         raise ValueError(f"weights_kind must be one of {_WEIGHT_KINDS}, got {weights_kind!r}")
     arch = _architecture(model)
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    num_frames, early_stride = int(model.num_frames), int(getattr(model, "early_stride", 1))
+    num_frames, early_stride = _int_attr(model, "num_frames"), int(getattr(model, "early_stride", 1))
     img_size = int(cfg.get("input_size", (3, 224, 224))[-1])
     params, gmacs = complexity if complexity is not None else model_complexity(model, num_frames, img_size)
     measured = load_metrics(metrics) if metrics is not None else None
@@ -442,7 +450,7 @@ def build_model_card(
         summary=f"`{arch}` video classification model ({_family(arch)}), exported with sifa_hub.",
         architecture=arch,
         family=_family(arch),
-        num_classes=int(model.num_classes),
+        num_classes=_int_attr(model, "num_classes"),
         weights_description=weights_description,
         params_m=f"{params / 1e6:.2f}",
         gmacs_text=f"{gmacs:.3f} (one {num_frames}×{img_size}×{img_size} clip)"
@@ -608,15 +616,15 @@ def _write_files(
     with open(os.path.join(tmp, "hubconf.py"), "w", encoding="utf-8") as f:
         f.write(_HUBCONF.format(variant=arch))
     img_size = int(config.frame_size[0])
-    card(model_complexity(model, int(model.num_frames), img_size)).save(os.path.join(tmp, "README.md"))
+    card(model_complexity(model, _int_attr(model, "num_frames"), img_size)).save(os.path.join(tmp, "README.md"))
 
 
 def _verify_export(model: nn.Module, folder: str) -> None:
     """Load ``folder`` back with timm (``local-dir:``) and compare logits with ``model`` on a random clip."""
     loaded = _create(f"local-dir:{folder}", pretrained=True).eval()
-    cfg = loaded.pretrained_cfg
+    size = dict(getattr(loaded, "pretrained_cfg", None) or {})["input_size"][1:]
     gen = torch.Generator().manual_seed(0)
-    clip = torch.randn(1, 3, int(loaded.num_frames), *cfg["input_size"][1:], generator=gen)
+    clip = torch.randn(1, 3, _int_attr(loaded, "num_frames"), *size, generator=gen)  # (B, C, T, H, W)
     was_training = model.training
     model.eval()
     try:
