@@ -50,6 +50,7 @@ __all__ = [
     "main",
     "peak_memory",
     "plan_settings",
+    "profile_call",
     "spec_for",
     "profile_sifa_share",
     "run_benchmarks",
@@ -146,7 +147,7 @@ class ModelSpec:
         build: ``num_classes -> nn.Module`` taking ``(B, C, T, H, W)``.
         role: ``"reference"``, ``"sifa"``, ``"c2d"`` (our twins) or ``"peer"`` (published video models).
         twin: for a SIFA model, the name of its C2D twin.
-        heavy: a large model: the full run's time budget gives it fewer training repeats and no batch-4 training.
+        heavy: a large model: the time budget gives it one training step, at the smallest batch only.
         reported: the paper's Kinetics-400 top-1, if one can be cited.
     """
 
@@ -413,16 +414,31 @@ def _instrument_sifa(on_call: Callable[[Callable[..., torch.Tensor], tuple, dict
             m.sifa_attention = original
 
 
+def _sifa_custom_op_flops(
+    x_shape: Sequence[int], offsets_shape: Any, kernel_size: int, *args: Any, **kwargs: Any
+) -> int:
+    """``FlopCounterMode`` formula of the fused ``sifa_hub::*_forward`` custom ops (tensor args arrive as shapes)."""
+    return sifa_op_flops(x_shape, kernel_size)
+
+
+def _sifa_custom_ops() -> list[Any]:
+    """The fused SIFA forward ops registered with ``torch.library`` (``sifa_hub::<backend>_forward``)."""
+    names = [n for n in torch._C._dispatch_get_all_op_names() if n.startswith("sifa_hub::") and n.endswith("_forward")]
+    return [getattr(torch.ops.sifa_hub, n.split("::", 1)[1]).default for n in names]
+
+
 def count_flops(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     """FLOPs of one forward of ``model`` on ``x``: ``(total, of which the SIFA operator)``.
 
-    ``FlopCounterMode`` counts the aten ops that have a formula (convolutions, matmuls, attention); the SIFA
-    operator has none, so whatever the counter saw inside it (nothing for the current backends) is replaced by
-    :func:`sifa_op_flops` of its input.
+    ``FlopCounterMode`` counts the aten ops that have a formula (convolutions, matmuls, attention). The fused
+    SIFA backends are ``torch.library`` custom ops and get :func:`sifa_op_flops` through the counter's
+    ``custom_mapping``; the pure-PyTorch backends run aten ops without formulas (``grid_sample``, elementwise).
+    To count every backend alike, whatever the counter saw inside each :func:`sifa_hub.ops.sifa_attention` call is
+    replaced by :func:`sifa_op_flops` of its input.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=dict.fromkeys(_sifa_custom_ops(), _sifa_custom_op_flops))
     sifa = {"analytic": 0, "counted": 0}
     signature: inspect.Signature | None = None
 
@@ -493,8 +509,7 @@ class BenchConfig:
     modes: list[str]
     repeats: int = 5
     train_repeats: int = 3
-    heavy_train_repeats: int = 1
-    heavy_max_train_batch: int = 1
+    budget: bool = True
     frames: int = 16
     size: int = 224
     device: str = "cpu"
@@ -507,19 +522,29 @@ class BenchConfig:
 def plan_settings(spec: ModelSpec, config: BenchConfig) -> list[tuple[str, int, str, int]]:
     """The ``(mode, batch, dtype, repeats)`` settings of one model, in run order.
 
-    The time budget: heavy models get ``heavy_train_repeats`` training steps and no training above batch
-    ``heavy_max_train_batch``; every inference setting keeps ``repeats``.
+    With ``config.budget`` (the default) the run fits the time budget of a 2-core CPU:
+
+    1. published peers (``role == "peer"``) run the smallest batch only, and train in the first dtype only;
+    2. heavy models do not train above the smallest batch;
+    3. training steps: ``train_repeats`` at the smallest batch for models that are not heavy, else 1;
+    4. every inference setting keeps ``repeats``.
     """
+    smallest = min(config.batch_sizes)
     plan = []
     for mode in config.modes:
         for batch in config.batch_sizes:
-            for dtype in config.dtypes:
+            for i, dtype in enumerate(config.dtypes):
+                if not config.budget:
+                    plan.append((mode, batch, dtype, config.repeats if mode == "infer" else config.train_repeats))
+                    continue
+                if spec.role == "peer" and (batch != smallest or (mode == "train" and i > 0)):
+                    continue
                 if mode == "infer":
                     plan.append((mode, batch, dtype, config.repeats))
+                elif batch == smallest:
+                    plan.append((mode, batch, dtype, 1 if spec.heavy else config.train_repeats))
                 elif not spec.heavy:
-                    plan.append((mode, batch, dtype, config.train_repeats))
-                elif batch <= config.heavy_max_train_batch:
-                    plan.append((mode, batch, dtype, config.heavy_train_repeats))
+                    plan.append((mode, batch, dtype, 1))
     return plan
 
 
@@ -579,27 +604,16 @@ def _measure_setting(
             del optimizer
 
 
-def profile_sifa_share(model: nn.Module, x: torch.Tensor, row_limit: int = 15) -> tuple[dict[str, float], str]:
-    """Profile one inference forward; return the SIFA operator's share of it and the profiler table.
-
-    Annotations added for the profile only: ``bench::forward`` (the whole call), ``bench::sifa_attention``
-    (every call of :func:`sifa_hub.ops.sifa_attention`, whatever backend), ``bench::SIFA_module`` (the
-    :class:`sifa_hub.layers.SIFA` modules: offset input + offset conv + operator).
-
-    Returns:
-        ``({"forward_ms", "sifa_op_ms", "sifa_module_ms", "sifa_op_share", "sifa_module_share", "calls"}, table)``
-        with the table sorted by self CPU time.
-    """
+@contextlib.contextmanager
+def _annotate_sifa(model: nn.Module, counter: dict[str, int]) -> Iterator[None]:
+    """Profiler ranges ``bench::sifa_attention`` (every operator call, whatever backend; counted in ``counter``)
+    and ``bench::SIFA_module`` (forward of each :class:`sifa_hub.layers.SIFA`: offset input + offset conv + op)."""
     from torch.autograd.profiler import record_function
-    from torch.profiler import ProfilerActivity, profile
 
     from .layers import SIFA
 
-    calls = 0
-
     def on_call(op: Callable[..., torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
-        nonlocal calls
-        calls += 1
+        counter["calls"] += 1
         with record_function("bench::sifa_attention"):
             return op(*args, **kwargs)
 
@@ -617,16 +631,70 @@ def profile_sifa_share(model: nn.Module, x: torch.Tensor, row_limit: int = 15) -
     for m in model.modules():
         if isinstance(m, SIFA):
             handles += [m.register_forward_pre_hook(pre_hook), m.register_forward_hook(post_hook)]
-    model.eval()
     try:
-        with torch.inference_mode(), _instrument_sifa(on_call):
-            model(x)  # warm-up
-            calls = 0
-            with profile(activities=[ProfilerActivity.CPU]) as prof, record_function("bench::forward"):
-                model(x)
+        with _instrument_sifa(on_call):
+            yield
     finally:
         for h in handles:
             h.remove()
+
+
+def profile_call(
+    model: nn.Module, x: torch.Tensor, mode: str = "infer", dtype: str = "fp32"
+) -> tuple[torch.profiler.profile, int]:
+    """``torch.profiler`` (CPU activity) of one inference forward or training step, after one warm-up.
+
+    The profiled call runs inside a ``bench::forward`` (inference) or ``bench::train_step`` range, with the
+    ranges of :func:`_annotate_sifa`. A training step is forward + summed cross-entropy + backward (no optimizer).
+
+    Returns:
+        ``(profiler, SIFA operator calls in the profiled call)``.
+    """
+    from torch.autograd.profiler import record_function
+    from torch.profiler import ProfilerActivity, profile
+
+    device = x.device
+    labels = torch.zeros(x.shape[0], dtype=torch.long, device=device)
+
+    def call() -> None:
+        if mode == "infer":
+            with torch.inference_mode(), _autocast(device, dtype):
+                model(x)
+            return
+        with _autocast(device, dtype):
+            heads = getattr(model, "forward_heads", model)
+            loss = sum(nn.functional.cross_entropy(z.float(), labels) for z in _logits(heads(x)))
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    model.train(mode == "train")
+    counter = {"calls": 0}
+    with _annotate_sifa(model, counter):
+        call()  # warm-up
+        counter["calls"] = 0
+        name = "bench::forward" if mode == "infer" else "bench::train_step"
+        with profile(activities=[ProfilerActivity.CPU]) as prof, record_function(name):
+            call()
+    return prof, counter["calls"]
+
+
+def profile_sifa_share(
+    model: nn.Module, x: torch.Tensor, repeats: int = 3, row_limit: int = 15
+) -> tuple[dict[str, float], str]:
+    """Profile inference forwards; return the SIFA operator's share of one and its profiler table.
+
+    Of ``repeats`` profiled forwards the fastest is kept (the least disturbed on a shared machine); shares are
+    taken within that one forward.
+
+    Returns:
+        ``({"forward_ms", "sifa_op_ms", "sifa_module_ms", "sifa_op_share", "sifa_module_share", "calls"}, table)``:
+        inclusive CPU times of the ``bench::`` ranges (see :func:`profile_call`), and the profiler table sorted
+        by self CPU time followed by those ranges.
+    """
+    runs = [profile_call(model, x, "infer") for _ in range(repeats)]
+    prof, calls = min(
+        runs, key=lambda r: next(e.cpu_time_total for e in r[0].key_averages() if e.key == "bench::forward")
+    )
     averages = prof.key_averages()
     totals = {e.key: e.cpu_time_total for e in averages}
     forward_us = totals.get("bench::forward", 0.0)
@@ -793,25 +861,19 @@ def machine_description(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
         "device": str(device),
-        "sifa_backends": _sifa_backends(),
+        "sifa_backends": _sifa_backends(device),
     }
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)
     return meta
 
 
-def _sifa_backends() -> str:
-    """What ``backend="auto"`` of the SIFA operator resolves to, as far as ``sifa_hub.ops`` tells."""
-    import sifa_hub.ops as ops
+def _sifa_backends(device: torch.device) -> str:
+    """The backend ``backend="auto"`` of the SIFA operator runs on ``device``, and why."""
+    from .ops import selected_backend
 
-    for fn_name in ("available_backends", "backend_report", "describe_backends"):
-        fn = getattr(ops, fn_name, None)
-        if callable(fn):
-            try:
-                return f"{fn_name}() = {fn()}"
-            except Exception as e:
-                return f"{fn_name}() raised {type(e).__name__}: {e}"
-    return f"BACKENDS = {getattr(ops, 'BACKENDS', 'n/a')}"
+    name, why = selected_backend(device)
+    return f"auto → {name!r} ({why})"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1013,8 +1075,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", type=_csv(str), default=["infer", "train"], help="infer and/or train")
     parser.add_argument("--repeats", type=int, default=5, help="timed inference calls after warm-up (default 5)")
     parser.add_argument("--train-repeats", type=int, default=3, help="timed training steps (default 3)")
-    parser.add_argument("--heavy-train-repeats", type=int, default=1, help="timed training steps of heavy models")
-    parser.add_argument("--heavy-max-train-batch", type=int, default=1, help="largest training batch, heavy models")
+    parser.add_argument(
+        "--no-budget",
+        dest="budget",
+        action="store_false",
+        help="run every setting of every model (default: the time-budget rules of plan_settings)",
+    )
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -1037,7 +1103,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for m in args.modes:
         if m not in ("infer", "train"):
             raise ValueError(f"--modes: unknown mode {m!r}; use infer and/or train")
-    for flag in ("repeats", "train_repeats", "heavy_train_repeats", "frames", "size"):
+    for flag in ("repeats", "train_repeats", "frames", "size"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if any(b < 1 for b in batch_sizes):
@@ -1051,8 +1117,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         modes=args.modes,
         repeats=args.repeats,
         train_repeats=args.train_repeats,
-        heavy_train_repeats=args.heavy_train_repeats,
-        heavy_max_train_batch=args.heavy_max_train_batch,
+        budget=args.budget,
         frames=args.frames,
         size=args.size,
         device=args.device,
