@@ -338,6 +338,8 @@ def test_mismatch_is_reported(official_shapes: dict[str, dict[str, list[int]]]) 
     other_classes = SIFAResNet(**{**SMALL_ARGS, "num_classes": 3})  # classifiers keep their init, the rest loads
     other_classes.load_state_dict(checkpoint_filter_fn(state, other_classes))
     torch.testing.assert_close(other_classes.layer4[1].conv3.weight, state["layer4.1.conv3.weight"])
+    headless = SIFAResNet(**{**SMALL_ARGS, "num_classes": 0})
+    headless.load_state_dict(checkpoint_filter_fn(state, headless))
 
 
 # ---------------------------------------------------------------------------------------------------------------

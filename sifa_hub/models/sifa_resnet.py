@@ -602,9 +602,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SIFAResNet) -> di
           the start).
 
     For every source, classifiers whose shape differs from the model's (other ``num_classes``) keep the
-    model's initialisation, and a stem with other input channels is adapted as in timm. Keys kept at
-    initialisation are logged; any other missing, unexpected or mis-shaped key raises
-    :class:`~sifa_hub.models._helpers.CheckpointMismatchError`.
+    model's initialisation (a model built with ``num_classes=0`` ignores them), and a stem with other input
+    channels is adapted as in timm. Keys kept at initialisation are logged; any other missing, unexpected or
+    mis-shaped key raises :class:`~sifa_hub.models._helpers.CheckpointMismatchError`.
     """
     state = unwrap_state_dict(state_dict)
     own = model.state_dict()
@@ -637,7 +637,10 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SIFAResNet) -> di
         adapted = adapt_input_conv(model.in_chans, stem.reshape(o, i, t * kh, kw))
         out["conv1.weight"] = adapted.reshape(o, model.in_chans, t, kh, kw)
 
-    keep_init = [k for k in _CLASSIFIER_KEYS if k in out and k in own and out[k].shape != own[k].shape]
+    for key in _CLASSIFIER_KEYS:
+        if key in out and key not in own:  # model built with num_classes=0: no classifiers to load
+            del out[key]
+    keep_init = [k for k in _CLASSIFIER_KEYS if k in out and out[k].shape != own[k].shape]
     for key in keep_init:
         del out[key]
     if from_2d:
