@@ -4,8 +4,9 @@ Both decode a whole video (`decode_video`), pick frame indices (`sampling`), and
 ``(video (C, T, H, W) float, label)``; with ``num_clips > 1`` (evaluation) the video is ``(num_clips, C, T, H, W)``.
 
 Bad videos raise `VideoDecodeError` naming the file. With ``skip_bad=True`` (meant for training) the dataset logs a
-warning, counts the event in ``num_skipped``, remembers the file in ``bad_paths`` (never decoded again) and returns
-the next decodable sample instead, so an epoch never dies on one broken file. With DataLoader workers each worker
+warning (once per file), remembers the file in ``bad_paths`` (never decoded again) and returns the next decodable
+sample in index order instead, so an epoch never dies on one broken file; ``num_skipped`` counts every bad file passed
+over this way (a known bad file counts again each time a lookup passes over it). With DataLoader workers each worker
 holds its own copy of these counters.
 """
 

@@ -58,7 +58,7 @@ MOTION_PAIRS: tuple[tuple[str, str], ...] = (
 MOTION_CLASSES: tuple[str, ...] = tuple(name for pair in MOTION_PAIRS for name in pair)
 # Per-channel mean / std of the rendered pixels in [0, 1] (measured over 4096 clips of all classes).
 MOTION_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
-MOTION_STD: tuple[float, float, float] = (0.25, 0.25, 0.25)
+MOTION_STD: tuple[float, float, float] = (0.265, 0.264, 0.265)
 
 # class name -> (motion kind, played backwards)
 _MOTION_OF_CLASS: dict[str, tuple[str, bool]] = {
@@ -87,18 +87,23 @@ def _shape_alpha(shape: str) -> np.ndarray:
 _ALPHAS = {shape: _shape_alpha(shape) for shape in _SHAPES}
 
 
-def _sample_clip(rng: np.random.Generator, kind: str, num_frames: int, size: int) -> dict[str, np.ndarray]:
-    """Draw everything random about one clip (its first-of-pair rendering).
+def _sample_clip(
+    rng: np.random.Generator, kind: str, backwards: bool, num_frames: int, size: int
+) -> dict[str, np.ndarray]:
+    """Draw everything random about one clip.
 
-    Returns arrays: ``bg_grid (3, G, G)``, ``grain (3, S, S)``, ``noise (T, 3, S, S)``, ``tex_grid (G, G)``,
+    The draws do not depend on ``backwards``; it only reverses the per-frame arrays, so the rendered clip is exactly
+    the first-of-pair clip played backwards.
+
+    Returns arrays: ``bg_grid (3, G, G)``, ``grain (3, S, S)``, ``noise (1, T, S, S)``, ``tex_grid (G, G)``,
     ``colors (2, 3)``, ``stripes (3,)``, ``alpha (R, R)``, ``center (T, 2)`` in pixels (x, y), ``scale (T,)``
     (object half-size in pixels), ``angle (T,)`` (radians, clockwise on screen).
     """
-    t = np.arange(num_frames, dtype=np.float64) - (num_frames - 1) / 2  # centred time, symmetric under reversal
+    t = np.arange(num_frames, dtype=np.float64) - (num_frames - 1) / 2  # centred time
     unit = size / 32.0  # motion and sizes are designed at 32 px and scale with the frame
     bg_grid = rng.uniform(0.0, 1.0, (3, _GRID, _GRID))
-    grain = rng.normal(0.0, 0.08, (3, size, size))
-    noise = rng.normal(0.0, 0.03, (num_frames, 3, size, size))
+    grain = rng.standard_normal((3, size, size), dtype=np.float32) * np.float32(0.08)  # static texture
+    noise = rng.standard_normal((1, num_frames, size, size), dtype=np.float32) * np.float32(0.03)  # per frame
     tex_grid = rng.normal(0.0, 1.0, (_GRID, _GRID))
     colors = rng.uniform(0.0, 1.0, (2, 3))
     stripes = np.array([rng.uniform(2.0, 5.0), rng.uniform(0.0, math.pi), rng.uniform(0.0, 2 * math.pi)])
@@ -122,6 +127,8 @@ def _sample_clip(rng: np.random.Generator, kind: str, num_frames: int, size: int
         center = np.repeat(rng.uniform(0.35 * size, 0.65 * size, (1, 2)), num_frames, axis=0)
         scale = rng.uniform(5.5, 8.0) * unit * ratio**t
         angle = np.full(num_frames, angle0)
+    if backwards:
+        noise, center, scale, angle = noise[:, ::-1], center[::-1], scale[::-1], angle[::-1]
     return {
         "bg_grid": bg_grid,
         "grain": grain,
@@ -142,7 +149,10 @@ def _smooth(grids: torch.Tensor, out: int) -> torch.Tensor:
 
 
 def _render(params: list[dict[str, np.ndarray]], num_frames: int, size: int) -> torch.Tensor:
-    """Render clips from their parameters: float ``(N, T, 3, S, S)`` in ``[0, 1]``."""
+    """Render clips from their parameters: uint8 ``(N, T, S, S, 3)``.
+
+    Every frame is a function of its own parameters only, so reversing the per-frame parameters reverses the clip.
+    """
 
     def stack(key: str) -> torch.Tensor:
         return torch.from_numpy(np.stack([p[key] for p in params])).float()
@@ -156,26 +166,29 @@ def _render(params: list[dict[str, np.ndarray]], num_frames: int, size: int) -> 
     stripes = stack("stripes")  # (N, 3): frequency, orientation, phase
     freq, theta, phase = (stripes[:, i, None, None] for i in range(3))
     wave = torch.sin(math.pi * freq * (tx * torch.cos(theta) + ty * torch.sin(theta)) + phase)  # (N, R, R)
-    pattern = torch.sigmoid(4.0 * (_smooth(stack("tex_grid")[:, None], r)[:, 0] + wave))  # (N, R, R)
-    colors = stack("colors")  # (N, 2, 3)
-    rgb = pattern[:, None] * colors[:, 0, :, None, None] + (1 - pattern[:, None]) * colors[:, 1, :, None, None]
+    pattern = torch.sigmoid(4.0 * (_smooth(stack("tex_grid")[:, None], r)[:, 0] + wave))[:, None]  # (N, 1, R, R)
+    colors = stack("colors")[..., None, None]  # (N, 2, 3, 1, 1)
+    rgb = colors[:, 1] + pattern * (colors[:, 0] - colors[:, 1])  # (N, 3, R, R)
     texture = torch.cat([rgb, stack("alpha")[:, None]], dim=1)  # (N, 4, R, R)
-    # Per-frame affine map from output pixels to texture coordinates (align_corners=False conventions):
-    # u = R(-angle) (p - center) / scale, written in normalised coordinates.
+    # Per-frame affine map from output pixels to texture coordinates, u = R(-angle) (p - center) / scale, in
+    # grid_sample's normalised coordinates (align_corners=False).
     center, scale, angle = stack("center"), stack("scale"), stack("angle")  # (N, T, 2), (N, T), (N, T)
-    cos, sin = torch.cos(angle), torch.sin(angle)
     zoom = size / (2 * scale)  # (N, T)
-    linear = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2) * zoom[..., None, None]
-    center_n = (center + 0.5) * 2 / size - 1  # (N, T, 2)
-    shift = -(linear @ center_n[..., None])  # (N, T, 2, 1)
-    affine = torch.cat([linear, shift], -1).reshape(n * num_frames, 2, 3)
-    grid = F.affine_grid(affine, [n * num_frames, 4, size, size], align_corners=False)
-    frames_tex = texture[:, None].expand(n, num_frames, 4, r, r).reshape(n * num_frames, 4, r, r)
-    warped = F.grid_sample(frames_tex, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    warped = warped.reshape(n, num_frames, 4, size, size)
-    obj_alpha = warped[:, :, 3:]  # (N, T, 1, S, S)
-    video = obj_alpha * warped[:, :, :3] + (1 - obj_alpha) * background[:, None] + stack("noise")
-    return video.clamp_(0.0, 1.0)  # (N, T, 3, S, S)
+    cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom  # (N, T)
+    cx, cy = ((center + 0.5) * 2 / size - 1).unbind(-1)  # (N, T) each
+    pix = (torch.arange(size, dtype=torch.float32) + 0.5) * 2 / size - 1  # (S,)
+    dx = pix[None, None, None, :] - cx[..., None, None]  # (N, T, 1, S)
+    dy = pix[None, None, :, None] - cy[..., None, None]  # (N, T, S, 1)
+    cos, sin = cos[..., None, None], sin[..., None, None]
+    grid = torch.stack([cos * dx + sin * dy, cos * dy - sin * dx], dim=-1)  # (N, T, S, S, 2)
+    # All T frames of a clip in one grid_sample call: frames stacked along the output height.
+    grid = grid.reshape(n, num_frames * size, size, 2)
+    warped = F.grid_sample(texture, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped = warped.view(n, 4, num_frames, size, size)  # (N, 4, T, S, S)
+    background = background[:, :, None]  # (N, 3, 1, S, S)
+    video = background + warped[:, 3:] * (warped[:, :3] - background) + stack("noise")  # (N, 3, T, S, S)
+    video = video.clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8)  # rounded
+    return video.permute(0, 2, 3, 4, 1).contiguous()  # (N, T, S, S, 3)
 
 
 def render_motion_clips(
@@ -203,12 +216,8 @@ def render_motion_clips(
     _check_clip_shape(num_frames, size)
     if not class_names:
         return torch.empty(0, num_frames, size, size, 3, dtype=torch.uint8)
-    motions = [_MOTION_OF_CLASS[name] for name in class_names]
-    params = [_sample_clip(rng, kind, num_frames, size) for (kind, _), rng in zip(motions, rngs)]
-    video = _render(params, num_frames, size)  # (N, T, 3, S, S)
-    backwards = torch.tensor([b for _, b in motions])
-    video = torch.where(backwards[:, None, None, None, None], video.flip(1), video)
-    return video.mul_(255).round_().to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous()  # (N, T, S, S, 3)
+    params = [_sample_clip(rng, *_MOTION_OF_CLASS[name], num_frames, size) for name, rng in zip(class_names, rngs)]
+    return _render(params, num_frames, size)
 
 
 def _check_clip_shape(num_frames: int, size: int) -> None:
