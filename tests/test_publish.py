@@ -300,6 +300,26 @@ def test_export_sources(tmp_path: Path) -> None:
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_export_imagenet_inflated(tmp_path: Path) -> None:
+    """2D ImageNet-style weights (a 2D ResNet's keys, 1000 classes) become an inflated initialisation."""
+    model = _model()
+    state_2d = {}
+    for k, v in model.state_dict().items():
+        if k.startswith(("layer4_dual.", "fc_dual.")) or re.search(r"\.(fc1|fc2|sifa)\.", k):
+            continue  # keys a 2D ResNet does not have
+        state_2d[k] = v[:, :, 0] if v.dim() == 5 else v  # (O, I, 1, kh, kw) -> (O, I, kh, kw)
+    state_2d["fc.weight"], state_2d["fc.bias"] = torch.randn(1000, state_2d["fc.weight"].shape[1]), torch.zeros(1000)
+    torch.save(state_2d, tmp_path / "imagenet_2d.pth")
+    out = publish.export_model(
+        ARCH, tmp_path / "inflated", imagenet_checkpoint=tmp_path / "imagenet_2d.pth", num_classes=4, verify=False
+    )
+    inflated = timm.create_model(f"local-dir:{out}", pretrained=True).state_dict()
+    assert torch.equal(inflated["conv1.weight"][:, :, 0], state_2d["conv1.weight"])
+    assert torch.equal(inflated["layer4_dual.0.conv1.weight"], inflated["layer4.0.conv1.weight"])
+    card = publish.validate_card(Path(out) / "README.md")
+    assert "inflated to 3D" in card.text and "not a video classifier" in card.text
+
+
 def test_paper_number_only_for_official_swin_b() -> None:
     with torch.device("meta"):  # the card reads the architecture's metadata only: no need for 88M real weights
         model = timm.create_model(publish.PAPER_RESULT["architecture"])
