@@ -132,10 +132,8 @@ def _backward(
     softmax: bool,
     need_offsets: bool,
 ) -> tuple[Tensor, Tensor]:
-    grad_x, grad_off = _extension().backward(
-        grad_y, x, offsets, kernel_size, dilation, groups, softmax, True, need_offsets
-    )
-    return grad_x, grad_off if grad_off is not None else x.new_empty(0)
+    grad_x, grad_off = _extension().backward(grad_y, x, offsets, kernel_size, dilation, groups, softmax, need_offsets)
+    return grad_x, grad_off
 
 
 _cpu_op = register_fused_op("cpu", _forward, _backward, "cpu")

@@ -21,73 +21,88 @@
 namespace {
 
 template <typename scalar_t>
-inline scalar_t dot(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, int64_t n) {
-  scalar_t acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t c = 0; c < n; ++c) acc += a[c] * b[c];
-  return acc;
-}
-
-template <typename scalar_t>
 inline void axpy(scalar_t alpha, const scalar_t* __restrict__ a, scalar_t* __restrict__ out, int64_t n) {
 #pragma omp simd
   for (int64_t c = 0; c < n; ++c) out[c] += alpha * a[c];
 }
 
-// One bilinear sample point: its in-frame corners (offset of the corner's C-vector in the channels-last key
-// frame, bilinear weight, d weight / d row, d weight / d column).
+// One bilinear sample point: its four corners (offset of the corner's C-vector in the channels-last key
+// frame, bilinear weight, d weight / d row, d weight / d column); `inside[j]` is false for corners outside the
+// frame, which read 0 (their weights are 0 too).
 template <typename scalar_t>
 struct Corners {
-  int n = 0;
-  int64_t index[4];
-  scalar_t weight[4];
-  scalar_t d_row[4];
-  scalar_t d_col[4];
+  bool any = false;
+  bool inside[4] = {false, false, false, false};
+  int64_t index[4] = {0, 0, 0, 0};
+  scalar_t weight[4] = {0, 0, 0, 0};
+  scalar_t d_row[4] = {0, 0, 0, 0};
+  scalar_t d_col[4] = {0, 0, 0, 0};
 };
 
-// Corners of the sample at (row, col) in an H x W frame whose pixels are C-vectors. Corners outside the frame
-// are dropped (they read 0). With `keep_zero`, in-frame corners of weight 0 are kept: their weight's
-// derivative is not 0 (points on integer coordinates take the derivative from the right, as grid_sample).
+// Corners of the sample at (row, col) in an H x W frame whose pixels are C-vectors. Points on integer
+// coordinates take the derivative from the right, as grid_sample (the corner of weight 0 is still inside).
 template <typename scalar_t>
-inline Corners<scalar_t> corners(scalar_t row, scalar_t col, int64_t H, int64_t W, int64_t C, bool keep_zero) {
+inline Corners<scalar_t> corners(scalar_t row, scalar_t col, int64_t H, int64_t W, int64_t C) {
   Corners<scalar_t> out;
   if (!(row >= -1 && row < H && col >= -1 && col < W)) return out;  // no corner in the frame
   const scalar_t r0f = std::floor(row), c0f = std::floor(col);
   const int64_t r0 = static_cast<int64_t>(r0f), c0 = static_cast<int64_t>(c0f);
   const scalar_t lr = row - r0f, lc = col - c0f;
-  for (int dr = 0; dr < 2; ++dr) {
-    const int64_t r = r0 + dr;
-    if (r < 0 || r >= H) continue;
-    const scalar_t wr = dr ? lr : 1 - lr, sr = dr ? 1 : -1;
-    for (int dc = 0; dc < 2; ++dc) {
-      const int64_t c = c0 + dc;
-      if (c < 0 || c >= W) continue;
-      const scalar_t wc = dc ? lc : 1 - lc, sc = dc ? 1 : -1;
-      const scalar_t weight = wr * wc;
-      if (weight == 0 && !keep_zero) continue;
-      out.index[out.n] = (r * W + c) * C;
-      out.weight[out.n] = weight;
-      out.d_row[out.n] = sr * wc;
-      out.d_col[out.n] = wr * sc;
-      ++out.n;
-    }
+  for (int j = 0; j < 4; ++j) {
+    const int dr = j >> 1, dc = j & 1;
+    const int64_t r = r0 + dr, c = c0 + dc;
+    if (r < 0 || r >= H || c < 0 || c >= W) continue;
+    const scalar_t wr = dr ? lr : 1 - lr, wc = dc ? lc : 1 - lc;
+    out.any = true;
+    out.inside[j] = true;
+    out.index[j] = (r * W + c) * C;
+    out.weight[j] = wr * wc;
+    out.d_row[j] = (dr ? 1 : -1) * wc;
+    out.d_col[j] = wr * (dc ? 1 : -1);
   }
   return out;
 }
 
-// Sample `keys` (H*W*C, channels-last) at the corners into `out` (C).
+// Per-thread scratch: a zero C-vector read in place of outside corners, and four C-vectors that absorb the
+// gradients of outside corners.
 template <typename scalar_t>
-inline void sample(const Corners<scalar_t>& cs, const scalar_t* __restrict__ keys, scalar_t* __restrict__ out,
-                   int64_t C) {
-  if (cs.n == 0) {
-    std::fill(out, out + C, scalar_t(0));
-    return;
+struct Scratch {
+  std::vector<scalar_t> zeros, sink;
+  explicit Scratch(int64_t C) : zeros(C, 0), sink(4 * C, 0) {}
+  const scalar_t* value(const Corners<scalar_t>& cs, int j, const scalar_t* keys) const {
+    return cs.inside[j] ? keys + cs.index[j] : zeros.data();
   }
-  const scalar_t* v0 = keys + cs.index[0];
-  const scalar_t w0 = cs.weight[0];
-#pragma omp simd
-  for (int64_t c = 0; c < C; ++c) out[c] = w0 * v0[c];
-  for (int j = 1; j < cs.n; ++j) axpy(cs.weight[j], keys + cs.index[j], out, C);
+  scalar_t* grad(const Corners<scalar_t>& cs, int j, scalar_t* grad_keys, int64_t C) {
+    return cs.inside[j] ? grad_keys + cs.index[j] : sink.data() + j * C;
+  }
+};
+
+// s[c] = Σ_j w_j v_j[c] for c in [0, n), stored to `out`; dot_q = Σ q·s, dot_r = Σ r·s (r may be null).
+template <typename scalar_t>
+inline void sample_dot(const scalar_t* __restrict__ v0, const scalar_t* __restrict__ v1,
+                       const scalar_t* __restrict__ v2, const scalar_t* __restrict__ v3, const scalar_t* w,
+                       const scalar_t* __restrict__ q, const scalar_t* __restrict__ r, scalar_t* __restrict__ out,
+                       int64_t n, scalar_t& dot_q, scalar_t& dot_r) {
+  const scalar_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+  scalar_t aq = 0, ar = 0;
+  if (r == nullptr) {
+#pragma omp simd reduction(+ : aq)
+    for (int64_t c = 0; c < n; ++c) {
+      const scalar_t s = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+      out[c] = s;
+      aq += q[c] * s;
+    }
+  } else {
+#pragma omp simd reduction(+ : aq, ar)
+    for (int64_t c = 0; c < n; ++c) {
+      const scalar_t s = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+      out[c] = s;
+      aq += q[c] * s;
+      ar += r[c] * s;
+    }
+  }
+  dot_q = aq;
+  dot_r = ar;
 }
 
 struct Geometry {
@@ -159,6 +174,7 @@ void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_c
   at::parallel_for(0, g.B * S * g.H, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> qrow(g.W * C), orow(g.W * C), samples(k2 * C), corr(k2 * G), rows(k2), cols(k2);
     std::vector<char> empty(k2);
+    const Scratch<scalar_t> scratch(C);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task % g.H, n = task / g.H, b = n / S, step = n % S;
       const scalar_t* keys = keys_cl + n * g.H * g.W * C;
@@ -168,11 +184,40 @@ void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_c
         scalar_t* out = orow.data() + w * C;
         positions(g, off, b, step, h, w, rows.data(), cols.data());
         for (int64_t k = 0; k < k2; ++k) {
-          const auto cs = corners(rows[k], cols[k], g.H, g.W, C, false);
-          empty[k] = cs.n == 0;
+          const auto cs = corners(rows[k], cols[k], g.H, g.W, C);
           scalar_t* s = samples.data() + k * C;
-          sample(cs, keys, s, C);
-          for (int64_t gi = 0; gi < G; ++gi) corr[k * G + gi] = dot(q + gi * Cg, s + gi * Cg, Cg) * inv_c;
+          // Corners of non-zero weight; a point on integer coordinates has only one.
+          const scalar_t* v[4];
+          scalar_t wt[4] = {0, 0, 0, 0};
+          int used = 0;
+          for (int j = 0; j < 4; ++j)
+            if (cs.inside[j] && cs.weight[j] != 0) {
+              v[used] = keys + cs.index[j];
+              wt[used++] = cs.weight[j];
+            }
+          empty[k] = used == 0;
+          for (int j = used; j < 4; ++j) v[j] = scratch.zeros.data();
+          for (int64_t gi = 0; gi < G; ++gi) {
+            const int64_t c0 = gi * Cg;
+            scalar_t dq = 0, unused = 0;
+            if (used == 0) {
+              std::fill(s + c0, s + c0 + Cg, scalar_t(0));
+            } else if (used == 1) {
+              const scalar_t* __restrict__ v0 = v[0] + c0;
+              const scalar_t* __restrict__ qq = q + c0;
+              scalar_t* __restrict__ ss = s + c0;
+              const scalar_t w0 = wt[0];
+#pragma omp simd reduction(+ : dq)
+              for (int64_t c = 0; c < Cg; ++c) {
+                ss[c] = w0 * v0[c];
+                dq += qq[c] * ss[c];
+              }
+            } else {
+              sample_dot<scalar_t>(v[0] + c0, v[1] + c0, v[2] + c0, v[3] + c0, wt, q + c0, nullptr, s + c0, Cg,
+                                   dq, unused);
+            }
+            corr[k * G + gi] = dq * inv_c;
+          }
         }
         normalize(g, corr.data());
         std::fill(out, out + C, scalar_t(0));
@@ -187,6 +232,45 @@ void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_c
   });
 }
 
+// Gradients of one pixel's K² samples, one fused pass over the channels per kernel position:
+// d loss / d sample = w_k · grad_y + gc_k · q, scattered to the four corners of the key frame; the query
+// gradient gc_k · sample; and, with `NEED_OFF`, Σ_c d loss / d sample · corner value for the offsets.
+template <typename scalar_t, bool NEED_OFF>
+inline void sample_grads(const scalar_t* __restrict__ s, const scalar_t* __restrict__ go,
+                         const scalar_t* __restrict__ q, scalar_t wk, scalar_t gc, const scalar_t* const* v,
+                         scalar_t* const* gv, const scalar_t* w, scalar_t* __restrict__ dq, int64_t n,
+                         scalar_t* corner_dots) {
+  const scalar_t* __restrict__ v0 = v[0];
+  const scalar_t* __restrict__ v1 = v[1];
+  const scalar_t* __restrict__ v2 = v[2];
+  const scalar_t* __restrict__ v3 = v[3];
+  scalar_t* __restrict__ g0 = gv[0];
+  scalar_t* __restrict__ g1 = gv[1];
+  scalar_t* __restrict__ g2 = gv[2];
+  scalar_t* __restrict__ g3 = gv[3];
+  const scalar_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+  scalar_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+  for (int64_t c = 0; c < n; ++c) {
+    const scalar_t gs = wk * go[c] + gc * q[c];
+    dq[c] += gc * s[c];
+    g0[c] += w0 * gs;
+    g1[c] += w1 * gs;
+    g2[c] += w2 * gs;
+    g3[c] += w3 * gs;
+    if (NEED_OFF) {
+      d0 += gs * v0[c];
+      d1 += gs * v1[c];
+      d2 += gs * v2[c];
+      d3 += gs * v3[c];
+    }
+  }
+  corner_dots[0] += d0;
+  corner_dots[1] += d1;
+  corner_dots[2] += d2;
+  corner_dots[3] += d3;
+}
+
 template <typename scalar_t>
 void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_cl, const scalar_t* off,
                      const scalar_t* grad_y, scalar_t* grad_x, scalar_t* grad_keys_cl, scalar_t* grad_off,
@@ -198,14 +282,15 @@ void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_
   for (int parity = 0; parity < 2; ++parity) {
     const int64_t bands_of_parity = (n_bands - parity + 1) / 2;
     at::parallel_for(0, g.B * S * bands_of_parity, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> qrow(g.W * C), grow(g.W * C), dqrow(g.W * C), samples(k2 * C), grad_s(C);
+      std::vector<scalar_t> qrow(g.W * C), grow(g.W * C), dqrow(g.W * C), samples(k2 * C);
       std::vector<scalar_t> weight(k2 * G), grad_w(k2 * G), rows(k2), cols(k2);
       std::vector<Corners<scalar_t>> cs(k2);
+      Scratch<scalar_t> scratch(C);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / bands_of_parity, bi = 2 * (task % bands_of_parity) + parity;
         const int64_t b = n / S, step = n % S;
         const scalar_t* keys = keys_cl + n * hw * C;
-        scalar_t* gkeys = grad_keys_cl == nullptr ? nullptr : grad_keys_cl + n * hw * C;
+        scalar_t* gkeys = grad_keys_cl + n * hw * C;
         for (int64_t h = bi * band; h < std::min(g.H, (bi + 1) * band); ++h) {
           gather_row(g, x, b, step, h, qrow.data());
           gather_row(g, grad_y, b, step, h, grow.data());
@@ -213,17 +298,22 @@ void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_
             const scalar_t* q = qrow.data() + w * C;
             const scalar_t* go = grow.data() + w * C;
             positions(g, off, b, step, h, w, rows.data(), cols.data());
-            // Recompute the samples, their weights and d loss / d weight.
+            // Recompute the samples, their correlations and d loss / d weight.
             for (int64_t k = 0; k < k2; ++k) {
-              cs[k] = corners(rows[k], cols[k], g.H, g.W, C, true);
+              cs[k] = corners(rows[k], cols[k], g.H, g.W, C);
               scalar_t* s = samples.data() + k * C;
-              sample(cs[k], keys, s, C);
+              const scalar_t* v[4];
+              for (int j = 0; j < 4; ++j) v[j] = scratch.value(cs[k], j, keys);
               for (int64_t gi = 0; gi < G; ++gi) {
-                weight[k * G + gi] = dot(q + gi * Cg, s + gi * Cg, Cg) * inv_c;
-                grad_w[k * G + gi] = dot(go + gi * Cg, s + gi * Cg, Cg);
+                const int64_t c0 = gi * Cg;
+                scalar_t dq = 0, dg = 0;
+                sample_dot<scalar_t>(v[0] + c0, v[1] + c0, v[2] + c0, v[3] + c0, cs[k].weight, q + c0, go + c0,
+                                     s + c0, Cg, dq, dg);
+                weight[k * G + gi] = dq * inv_c;
+                grad_w[k * G + gi] = dg;
               }
             }
-            // grad_w becomes d loss / d correlation, pre-divided by C (d correlation / d(q·s) = 1/C).
+            // grad_w becomes d loss / d (q · sample) = d loss / d correlation / C.
             normalize(g, weight.data());
             for (int64_t gi = 0; gi < G; ++gi) {
               scalar_t mean = 0;
@@ -237,36 +327,41 @@ void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_
             scalar_t* dq = dqrow.data() + w * C;
             std::fill(dq, dq + C, scalar_t(0));
             for (int64_t k = 0; k < k2; ++k) {
-              const int64_t off_index = ((b * 2 * k2 + 2 * k) * S + step) * hw + h * g.W + w;
-              if (grad_off != nullptr) grad_off[off_index] = grad_off[off_index + S * hw] = 0;
-              if (cs[k].n == 0) continue;
-              const scalar_t* s = samples.data() + k * C;
-              for (int64_t gi = 0; gi < G; ++gi) {
-                const scalar_t wk = weight[k * G + gi], gc = grad_w[k * G + gi];
-                axpy(gc, s + gi * Cg, dq + gi * Cg, Cg);  // query gradient
-                scalar_t* gs = grad_s.data() + gi * Cg;
-                const scalar_t* gog = go + gi * Cg;
-                const scalar_t* qg = q + gi * Cg;
-#pragma omp simd
-                for (int64_t c = 0; c < Cg; ++c) gs[c] = wk * gog[c] + gc * qg[c];  // d loss / d sample
-              }
-              scalar_t d_row = 0, d_col = 0;
-              for (int j = 0; j < cs[k].n; ++j) {
-                if (gkeys != nullptr && cs[k].weight[j] != 0)
-                  axpy(cs[k].weight[j], grad_s.data(), gkeys + cs[k].index[j], C);
-                if (grad_off != nullptr) {
-                  const scalar_t v = dot(grad_s.data(), keys + cs[k].index[j], C);
-                  d_row += cs[k].d_row[j] * v;
-                  d_col += cs[k].d_col[j] * v;
+              scalar_t corner_dots[4] = {0, 0, 0, 0};
+              if (cs[k].any) {
+                const scalar_t* v[4];
+                scalar_t* gv[4];
+                for (int j = 0; j < 4; ++j) {
+                  v[j] = scratch.value(cs[k], j, keys);
+                  gv[j] = scratch.grad(cs[k], j, gkeys, C);
+                }
+                for (int64_t gi = 0; gi < G; ++gi) {
+                  const int64_t c0 = gi * Cg;
+                  const scalar_t* vg[4] = {v[0] + c0, v[1] + c0, v[2] + c0, v[3] + c0};
+                  scalar_t* gvg[4] = {gv[0] + c0, gv[1] + c0, gv[2] + c0, gv[3] + c0};
+                  const scalar_t* s = samples.data() + k * C + c0;
+                  const scalar_t wk = weight[k * G + gi], gc = grad_w[k * G + gi];
+                  if (grad_off != nullptr)
+                    sample_grads<scalar_t, true>(s, go + c0, q + c0, wk, gc, vg, gvg, cs[k].weight, dq + c0, Cg,
+                                                 corner_dots);
+                  else
+                    sample_grads<scalar_t, false>(s, go + c0, q + c0, wk, gc, vg, gvg, cs[k].weight, dq + c0, Cg,
+                                                  corner_dots);
                 }
               }
               if (grad_off != nullptr) {
-                grad_off[off_index] = d_row;
-                grad_off[off_index + S * hw] = d_col;
+                scalar_t d_row = 0, d_col = 0;
+                for (int j = 0; j < 4; ++j) {
+                  d_row += cs[k].d_row[j] * corner_dots[j];
+                  d_col += cs[k].d_col[j] * corner_dots[j];
+                }
+                const int64_t index = ((b * 2 * k2 + 2 * k) * S + step) * hw + h * g.W + w;
+                grad_off[index] = d_row;
+                grad_off[index + S * hw] = d_col;
               }
             }
           }
-          if (grad_x != nullptr) scatter_row(g, dqrow.data(), b, step, h, grad_x);
+          scatter_row(g, dqrow.data(), b, step, h, grad_x);
         }
       }
     });
@@ -324,37 +419,30 @@ torch::Tensor sifa_forward(const torch::Tensor& x_in, const c10::optional<torch:
 
 std::vector<torch::Tensor> sifa_backward(const torch::Tensor& grad_y_in, const torch::Tensor& x_in,
                                          const c10::optional<torch::Tensor>& offsets, int64_t K,
-                                         int64_t dilation, int64_t groups, bool softmax, bool need_x,
-                                         bool need_offsets) {
+                                         int64_t dilation, int64_t groups, bool softmax, bool need_offsets) {
   check_inputs(x_in, offsets, K);
   const auto x = x_in.contiguous();
   const auto grad_y = grad_y_in.to(x.scalar_type()).contiguous();
   const auto off = offsets.has_value() ? offsets->contiguous() : torch::Tensor();
   const auto g = geometry(x, K, dilation, groups, softmax);
   const auto keys = keys_channels_last(x);
-  torch::Tensor grad_x, grad_keys, grad_off;
-  if (need_x) {
-    grad_x = torch::empty_like(x);
-    grad_x.select(2, g.T - 1).zero_();  // frame T-1 is never a query
-    grad_keys = torch::zeros_like(keys);
-  }
+  auto grad_x = torch::empty_like(x);
+  grad_x.select(2, g.T - 1).zero_();  // frame T-1 is never a query
+  auto grad_keys = torch::zeros_like(keys);
   need_offsets = need_offsets && off.defined();
-  if (need_offsets) grad_off = torch::empty_like(off);
+  auto grad_off = need_offsets ? torch::empty_like(off) : x.new_empty({0});
   // Band height: rows of a band scatter into rows [top - P - M, bottom + d(K-1) - P + M + 1].
   int64_t band = g.H;
-  if (need_x) {
-    double reach = 0;
-    if (off.defined()) reach = off.view({g.B, g.k2(), 2, -1}).select(2, 0).abs().max().item<double>();
-    if (reach < static_cast<double>(g.H)) band = g.dilation * (g.K - 1) + 2 * static_cast<int64_t>(std::ceil(reach)) + 2;
-  }
+  const double reach = off.defined() ? off.view({g.B, g.k2(), 2, -1}).select(2, 0).abs().max().item<double>() : 0;
+  if (reach < static_cast<double>(g.H))
+    band = std::min(g.H, g.dilation * (g.K - 1) + 2 * static_cast<int64_t>(std::ceil(reach)) + 2);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sifa_backward", [&] {
     backward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(),
                               off.defined() ? off.data_ptr<scalar_t>() : nullptr, grad_y.data_ptr<scalar_t>(),
-                              need_x ? grad_x.data_ptr<scalar_t>() : nullptr,
-                              need_x ? grad_keys.data_ptr<scalar_t>() : nullptr,
-                              need_offsets ? grad_off.data_ptr<scalar_t>() : nullptr, std::min(band, g.H));
+                              grad_x.data_ptr<scalar_t>(), grad_keys.data_ptr<scalar_t>(),
+                              need_offsets ? grad_off.data_ptr<scalar_t>() : nullptr, band);
   });
-  if (need_x) grad_x.narrow(2, 1, g.T - 1).add_(grad_keys.permute({0, 4, 1, 2, 3}));
+  grad_x.narrow(2, 1, g.T - 1).add_(grad_keys.permute({0, 4, 1, 2, 3}));
   return {grad_x, grad_off};
 }
 
