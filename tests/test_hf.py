@@ -230,6 +230,8 @@ def test_pixel_values_errors():
         model(torch.zeros(8, 3, 32, 32))
     with pytest.raises(ValueError, match="clip length T=7 must be a positive multiple of early_stride=2"):
         model(clip(frames=7))
+    with pytest.raises(ValueError, match="cannot return attention maps"):
+        model(clip(), output_attentions=True)
     with pytest.raises(TypeError, match="pixel_values must be a torch.Tensor"):
         model(np.zeros((1, 8, 3, 32, 32), np.float32))
 

@@ -141,8 +141,9 @@ class SifaConfig(PreTrainedConfig):
         if self.id2label is None and num_classes is not None and "num_labels" not in kwargs:
             kwargs["num_labels"] = num_classes
         super().__post_init__(**kwargs)
-        if self.label2id is None and len(set(self.id2label.values())) == len(self.id2label):
-            self.label2id = {name: i for i, name in self.id2label.items()}
+        labels = dict(self.id2label or {})
+        if self.label2id is None and len(set(labels.values())) == len(labels):
+            self.label2id = {str(name): int(i) for i, name in labels.items()}
         if num_classes is not None and num_classes != self.num_labels:
             raise ValueError(
                 f"SifaConfig: num_classes={num_classes} disagrees with the {self.num_labels} labels of id2label"
@@ -197,7 +198,7 @@ class SifaConfig(PreTrainedConfig):
                     f"SifaConfig: {name} has {len(value)} values but num_channels={self.num_channels}: {value}"
                 )
             setattr(self, name, value)
-        if any(s <= 0 for s in self.image_std):
+        if any(s <= 0 for s in self.image_std or ()):
             raise ValueError(f"SifaConfig: image_std must be positive, got {self.image_std}")
 
         cfg = dict(self.pretrained_cfg or {})
@@ -236,15 +237,16 @@ class SifaConfig(PreTrainedConfig):
         cfg = dict(self.pretrained_cfg or {})
         cfg.update(
             input_size=[self.num_channels, *self.frame_size],
-            mean=list(self.image_mean),
-            std=list(self.image_std),
+            mean=list(self.image_mean or _MEAN),
+            std=list(self.image_std or _STD),
             num_classes=self.num_labels,
         )
         if self.family == "swin":
             cfg["fixed_input_size"] = True
         cfg.pop("label_names", None)
-        if self.id2label and sorted(self.id2label) == list(range(self.num_labels)):
-            cfg["label_names"] = [self.id2label[i] for i in range(self.num_labels)]
+        labels: dict[Any, str] = dict(self.id2label or {})
+        if labels and sorted(labels) == list(range(len(labels))):
+            cfg["label_names"] = [labels[i] for i in range(len(labels))]
         return cfg
 
     def to_dict(self) -> dict[str, Any]:

@@ -30,8 +30,9 @@ classification loss.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import timm
 import torch
@@ -45,8 +46,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClass
 
 from ..layers import SIFA
 from ..models._helpers import CheckpointMismatchError
-from ..models.sifa_resnet import SIFAResNet, combine_heads
-from ..models.sifa_swin import SifaSwinTransformer
+from ..models.sifa_resnet import Bottleneck, SIFAResNet, combine_heads
+from ..models.sifa_swin import SifaSwinBlock, SifaSwinTransformer
 from .configuration_sifa import SifaConfig
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 TIMM_PREFIX = "timm_model"
+TimmSifaModel = SIFAResNet | SifaSwinTransformer  # the timm models this wrapper adapts
 
 # checkpoints hold timm-native keys; the model's keys are "timm_model.<timm key>"
 register_checkpoint_conversion_mapping("sifa", [PrefixChange(prefix_to_add=TIMM_PREFIX)], overwrite=True)
@@ -100,22 +102,25 @@ class SifaVideoClassifierOutput(ImageClassifierOutput):
     head_logits: tuple[torch.FloatTensor, torch.FloatTensor] | None = None
 
 
-def _create_timm_model(config: SifaConfig, num_classes: int) -> nn.Module:
+def _create_timm_model(config: SifaConfig, num_classes: int) -> TimmSifaModel:
     """``timm.create_model(config.architecture, num_classes=..., **config.timm_kwargs())`` with clear errors."""
     if not timm.is_model(config.architecture):
         known = sorted(set(timm.list_models("sifa_*")) | set(timm.list_models("c2d_*")))
         raise ValueError(f"unknown SIFA architecture {config.architecture!r}; registered variants: {known}")
     kwargs = config.timm_kwargs()
     try:
-        return timm.create_model(config.architecture, pretrained=False, num_classes=num_classes, **kwargs)
+        model = timm.create_model(config.architecture, pretrained=False, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as e:
         raise type(e)(f"cannot build {config.architecture} from the config (create_model kwargs {kwargs}): {e}") from e
+    if not isinstance(model, (SIFAResNet, SifaSwinTransformer)):
+        raise TypeError(f"{config.architecture} is not a SIFA model (got {type(model).__name__})")
+    return model
 
 
 def _mark_initialized(module: nn.Module) -> None:
     """Flag every tensor as initialised so transformers' ``post_init`` keeps timm's initialisation."""
     for tensor in (*module.parameters(), *module.buffers()):
-        tensor._is_hf_initialized = True
+        setattr(tensor, "_is_hf_initialized", True)  # noqa: B010  (flag read by transformers' init guards)
 
 
 class SifaPreTrainedModel(PreTrainedModel):
@@ -126,16 +131,17 @@ class SifaPreTrainedModel(PreTrainedModel):
     config: SifaConfig
     base_model_prefix = TIMM_PREFIX
     main_input_name = "pixel_values"
-    input_modalities = ("video",)
+    input_modalities = "video"
     supports_gradient_checkpointing = True
     # the whole timm network stays on one device (its heads and residuals mix tensors of several children)
     _no_split_modules = ["SIFAResNet", "SifaSwinTransformer"]
     model_tags = ["timm", "sifa", "video-classification"]
     # used in Trainer to avoid passing `num_items_in_batch` to forward
     accepts_loss_kwargs = False
-    timm_model: nn.Module
+    timm_model: TimmSifaModel
+    gradient_checkpointing: bool = False
 
-    def _init_timm_model(self, timm_model: nn.Module | None, num_classes: int) -> None:
+    def _init_timm_model(self, timm_model: TimmSifaModel | None, num_classes: int) -> None:
         """Build (or adopt) the timm model, check it against the config, keep timm's init on a fresh model."""
         if timm_model is None:
             timm_model = _create_timm_model(self.config, num_classes)
@@ -161,8 +167,9 @@ class SifaPreTrainedModel(PreTrainedModel):
         branch; Swin's relative-position tables (trunc. normal 0.02) and index/mask buffers.
         """
         swin = self.config.family == "swin"
-        if hasattr(module, "init_non_persistent_buffers"):  # timm Swin attention index, shifted-window masks
-            module.init_non_persistent_buffers()
+        init_buffers = getattr(module, "init_non_persistent_buffers", None)  # timm Swin: attention index, masks
+        if callable(init_buffers):
+            init_buffers()
         if isinstance(module, WindowAttention):
             init.trunc_normal_(module.relative_position_bias_table, std=0.02)
         if isinstance(module, (nn.Conv3d, nn.Conv2d)):
@@ -183,15 +190,18 @@ class SifaPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
             if isinstance(module, (nn.BatchNorm3d, nn.BatchNorm2d)):
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
+                for stat, fill in ((module.running_mean, init.zeros_), (module.running_var, init.ones_)):
+                    if stat is not None:
+                        fill(stat)
+                if module.num_batches_tracked is not None:
+                    init.zeros_(module.num_batches_tracked)
         # zero-initialised paths (after the generic rules: transformers visits children before parents)
         if isinstance(module, SIFA) and module.conv_offset is not None:
             init.zeros_(module.conv_offset.weight)
-        if hasattr(module, "reset_temporal_parameters"):  # SIFA-Transformer block: LN_sifa, conv_t, offsets
+        if isinstance(module, SifaSwinBlock):  # SIFA-Transformer block: LN_sifa, conv_t, offsets
             module.reset_temporal_parameters()
-        if hasattr(module, "zero_init_last") and self.config.model_args.get("zero_init_last", True) and not swin:
+        zero_init_last = (self.config.model_args or {}).get("zero_init_last", True)
+        if isinstance(module, Bottleneck) and zero_init_last:
             module.zero_init_last()  # SIFA-Net bottleneck: last BN of the residual branch
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
@@ -200,21 +210,18 @@ class SifaPreTrainedModel(PreTrainedModel):
         if getattr(module, "_is_hf_initialized", False):
             return
         self._init_weights(module)
-        module._is_hf_initialized = True
+        setattr(module, "_is_hf_initialized", True)  # noqa: B010
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args: Any, **kwargs: Any) -> None:
         """Delegate to timm's ``set_grad_checkpointing`` (``checkpoint_seq`` over the blocks)."""
         self.timm_model.set_grad_checkpointing(enable)
         self.gradient_checkpointing = enable
 
-    def load_state_dict(self, state_dict: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
         """Accept timm-native keys too (e.g. ``Trainer`` resuming from a ``model.safetensors``)."""
         prefix = TIMM_PREFIX + "."
         state_dict = {k if k.startswith(prefix) else prefix + k: v for k, v in state_dict.items()}
         return super().load_state_dict(state_dict, *args, **kwargs)
-
-    def get_input_embeddings(self) -> None:
-        return None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
@@ -228,7 +235,7 @@ class SifaPreTrainedModel(PreTrainedModel):
         strict = kwargs.pop("strict", True)
         want_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
-        model, info = super().from_pretrained(
+        model, info = cast(Any, super()).from_pretrained(
             pretrained_model_name_or_path,
             *model_args,
             output_loading_info=True,
@@ -256,15 +263,15 @@ class SifaPreTrainedModel(PreTrainedModel):
         return (model, info) if want_info else model
 
     def _classifier_names(self) -> tuple[str, ...]:
-        names = self.timm_model.pretrained_cfg.get("classifier") or ()
+        names = getattr(self.timm_model, "pretrained_cfg", {}).get("classifier") or ()
         return (names,) if isinstance(names, str) else tuple(names)
 
-    def to_timm(self) -> nn.Module:
+    def to_timm(self) -> TimmSifaModel:
         """The wrapped timm model (the same module, no copy); its ``state_dict()`` is the checkpoint's."""
         return self.timm_model
 
     @classmethod
-    def from_timm(cls, timm_model: nn.Module, labels: list[str] | None = None, **config_kwargs: Any) -> Any:
+    def from_timm(cls, timm_model: TimmSifaModel, labels: list[str] | None = None, **config_kwargs: Any) -> Any:
         """Wrap a model built by ``timm.create_model("sifa_*" / "c2d_*", ...)`` (no copy: weights are shared).
 
         Args:
@@ -280,8 +287,10 @@ class SifaPreTrainedModel(PreTrainedModel):
         config = SifaConfig.from_timm_model(timm_model, **config_kwargs)
         return cls(config, timm_model=timm_model)
 
-    def _timm_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def _timm_input(self, pixel_values: torch.Tensor, output_attentions: bool | None) -> torch.Tensor:
         """Check ``(B, T, C, H, W)`` and return timm's ``(B, C, T, H, W)``."""
+        if output_attentions:
+            raise ValueError(f"{type(self).__name__} cannot return attention maps (output_attentions=True)")
         if not isinstance(pixel_values, torch.Tensor):
             raise TypeError(f"pixel_values must be a torch.Tensor (B, T, C, H, W), got {type(pixel_values).__name__}")
         c = self.config.num_channels
@@ -312,7 +321,7 @@ class SifaPreTrainedModel(PreTrainedModel):
         return features, tuple(intermediates)
 
 
-def _default_init(module: nn.Module) -> None:
+def _default_init(module: nn.Conv2d | nn.Conv3d | nn.Linear) -> None:
     """PyTorch's default init of a conv / linear layer, with transformers' guarded init functions."""
     init.kaiming_uniform_(module.weight, a=math.sqrt(5))
     if module.bias is not None:
@@ -327,7 +336,7 @@ class SifaModel(SifaPreTrainedModel):
     # a classification checkpoint loads into the backbone; its classifiers are dropped silently
     _keys_to_ignore_on_load_unexpected = [rf"^{TIMM_PREFIX}\.(fc|fc_dual|head\.fc)\."]
 
-    def __init__(self, config: SifaConfig, timm_model: nn.Module | None = None) -> None:
+    def __init__(self, config: SifaConfig, timm_model: TimmSifaModel | None = None) -> None:
         super().__init__(config)
         self._init_timm_model(timm_model, num_classes=0)
         self.post_init()
@@ -337,13 +346,14 @@ class SifaModel(SifaPreTrainedModel):
         pixel_values: torch.Tensor,
         output_hidden_states: bool | list[int] | None = None,
         return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> SifaModelOutput | tuple[torch.Tensor, ...]:
+        output_attentions: bool | None = None,
+    ) -> SifaModelOutput | tuple[Any, ...]:
         r"""
         Args:
             pixel_values: clips ``(B, T, C, H, W)``, normalised as by :class:`SifaVideoProcessor`.
             output_hidden_states: also return the per-stage maps (a list of stage indices selects some).
             return_dict: return a :class:`SifaModelOutput` (default: ``config.return_dict``) or a tuple.
+            output_attentions: unsupported (SIFA and Swin windows expose no attention maps); must not be True.
 
         Returns:
             :class:`SifaModelOutput` (``last_hidden_state`` ``(B, C, T', H', W')``, ``pooler_output`` ``(B, D)``).
@@ -351,7 +361,7 @@ class SifaModel(SifaPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        x = self._timm_input(pixel_values)
+        x = self._timm_input(pixel_values, output_attentions)
         features, hidden_states = self._features(x, output_hidden_states)
         pooled = self.timm_model.forward_head(features, pre_logits=True)  # (B, D)
         last, dual = features if isinstance(features, tuple) else (features, None)
@@ -365,14 +375,15 @@ class SifaModel(SifaPreTrainedModel):
 class SifaForVideoClassification(SifaPreTrainedModel):
     """SIFA video classifier (see the module docstring for what ``logits`` and ``loss`` are per family)."""
 
-    def __init__(self, config: SifaConfig, timm_model: nn.Module | None = None) -> None:
+    def __init__(self, config: SifaConfig, timm_model: TimmSifaModel | None = None) -> None:
         super().__init__(config)
-        if config.num_labels < 1:
+        num_labels = int(config.num_labels or 0)
+        if num_labels < 1:
             raise ValueError("SifaForVideoClassification needs num_labels >= 1; use SifaModel for features")
-        if timm_model is not None and timm_model.num_classes != config.num_labels:
-            raise ValueError(f"timm model has num_classes={timm_model.num_classes}, config {config.num_labels}")
-        self._init_timm_model(timm_model, num_classes=config.num_labels)
-        self.num_labels = config.num_labels
+        if timm_model is not None and timm_model.num_classes != num_labels:
+            raise ValueError(f"timm model has num_classes={timm_model.num_classes}, config {num_labels}")
+        self._init_timm_model(timm_model, num_classes=num_labels)
+        self.num_labels = num_labels
         self.post_init()
 
     def forward(
@@ -381,14 +392,15 @@ class SifaForVideoClassification(SifaPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | list[int] | None = None,
         return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> SifaVideoClassifierOutput | tuple[torch.Tensor, ...]:
+        output_attentions: bool | None = None,
+    ) -> SifaVideoClassifierOutput | tuple[Any, ...]:
         r"""
         Args:
             pixel_values: clips ``(B, T, C, H, W)``, normalised as by :class:`SifaVideoProcessor`.
             labels: ``(B,)`` class indices (or targets of ``config.problem_type``) for the loss.
             output_hidden_states: also return the per-stage maps (a list of stage indices selects some).
             return_dict: return a :class:`SifaVideoClassifierOutput` (default: ``config.return_dict``) or a tuple.
+            output_attentions: unsupported (SIFA and Swin windows expose no attention maps); must not be True.
 
         Returns:
             :class:`SifaVideoClassifierOutput`: ``logits`` ``(B, num_labels)`` (softmax = prediction), ``loss``
@@ -397,7 +409,7 @@ class SifaForVideoClassification(SifaPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        x = self._timm_input(pixel_values)
+        x = self._timm_input(pixel_values, output_attentions)
         features, hidden_states = self._features(x, output_hidden_states)
         head_logits = None
         if isinstance(self.timm_model, SIFAResNet):
@@ -414,7 +426,11 @@ class SifaForVideoClassification(SifaPreTrainedModel):
             labels = labels.to(logits.device)
             if head_logits is None:
                 loss = self.loss_function(labels, logits, self.config)
-            elif self.config.problem_type in (None, "single_label_classification") and not labels.is_floating_point():
+            elif (
+                isinstance(self.timm_model, SIFAResNet)
+                and self.config.problem_type in (None, "single_label_classification")
+                and not labels.is_floating_point()
+            ):
                 self.config.problem_type = "single_label_classification"
                 loss = self.timm_model.loss(head_logits, labels)  # reference CE(a) + CE(b)
             else:

@@ -8,7 +8,7 @@ pipeline (which calls it with ``num_frames=config.num_frames, do_sample_frames=T
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from transformers.image_processing_utils import BatchFeature
@@ -99,11 +99,11 @@ class SifaVideoProcessor(BaseVideoProcessor):
     num_frames = 16
     frame_sampling = "uniform"
     frame_stride = 1
-    valid_kwargs = SifaVideoProcessorKwargs
+    valid_kwargs = SifaVideoProcessorKwargs  # type: ignore[assignment]  # VideosKwargs + the sampling keys
     model_input_names = ["pixel_values"]
 
     def __init__(self, **kwargs: Unpack[SifaVideoProcessorKwargs]) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[misc]  # the base class types only VideosKwargs
         if self.frame_sampling not in FRAME_SAMPLING_MODES:
             raise ValueError(
                 f"SifaVideoProcessor: frame_sampling must be one of {FRAME_SAMPLING_MODES}, "
@@ -171,7 +171,7 @@ class SifaVideoProcessor(BaseVideoProcessor):
             return list(zip(*[self.fetch_videos(x, sample_indices_fn=sample_indices_fn) for x in video_url_or_urls]))
         backend = "torchcodec" if is_torchcodec_usable(decode="video") else "pyav"
         if sample_indices_fn is None:
-            return load_video(video_url_or_urls, backend=backend)
+            return load_video(cast(Any, video_url_or_urls), backend=backend)
 
         requested: list[np.ndarray] = []
 
@@ -180,7 +180,7 @@ class SifaVideoProcessor(BaseVideoProcessor):
             requested.append(indices)
             return np.unique(indices)
 
-        video, metadata = load_video(video_url_or_urls, backend=backend, sample_indices_fn=distinct_indices)
+        video, metadata = load_video(cast(Any, video_url_or_urls), backend=backend, sample_indices_fn=distinct_indices)
         indices = requested[0]
         if len(video) == 0:
             raise ValueError(f"SifaVideoProcessor: no frame could be decoded from {video_url_or_urls!r}")
