@@ -82,12 +82,21 @@ class SIFA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T, H, W)`` → ``(B, C, T, H, W)``: frame t attends to frame t+1; the last frame is zero."""
         if x.dim() != 5 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"SIFA expects (B, C={self.channels}, T, H, W) features, got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"SIFA expects (B, C={self.channels}, T, H, W) features, got shape {tuple(x.shape)}")
+        # Inference shortcut: an all-zero offset conv (fresh init) predicts zero offsets, so skip it and let the
+        # op take its integer-position path. Only without autograd (the conv weight's gradient is not zero).
+        zero_offsets = (
+            self.conv_offset is not None
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and not bool(self.conv_offset.weight.any())
+        )
+        offsets = None if zero_offsets else self.compute_offsets(x)
+        if offsets is not None:
+            offsets = offsets.to(x.dtype)  # under autocast the conv may return a lower precision
         return sifa_attention(
             x,
-            self.compute_offsets(x),
+            offsets,
             kernel_size=self.kernel_size,
             dilation=self.dilation,
             groups=self.groups,
