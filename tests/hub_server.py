@@ -167,11 +167,13 @@ class HubServer:
 
     Args:
         root: folder for blobs (created if missing).
-        tokens: token -> user name. Default: ``{"hf_sifa_write": "sifa-tester", "hf_sifa_other": "someone-else"}``.
+        tokens: token -> user name. Default: :attr:`write_token` for :attr:`user` and :attr:`other_token` for a
+            user ``"other"`` who belongs to no organisation.
         orgs: organisation -> member names. Default: ``{"sifa-org": {"sifa-tester"}}``.
     """
 
     write_token = "hf_sifa_write"
+    other_token = "hf_sifa_other"
     user = "sifa-tester"
     org = "sifa-org"
 
@@ -183,7 +185,7 @@ class HubServer:
     ) -> None:
         self.root = Path(root)
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
-        self.tokens = dict(tokens) if tokens is not None else {self.write_token: self.user, "hf_sifa_other": "other"}
+        self.tokens = dict(tokens) if tokens is not None else {self.write_token: self.user, self.other_token: "other"}
         self.orgs = {k: set(v) for k, v in (orgs if orgs is not None else {self.org: {self.user}}).items()}
         self.repos: dict[str, Repo] = {}
         self.log: list[tuple[str, str, int]] = []  # (method, path, status) of every request
@@ -210,6 +212,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        """Shut the server down and join its thread."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -248,6 +251,7 @@ class HubServer:
             return out
 
     def read_file(self, repo_id: str, path: str, revision: str = "main") -> bytes:
+        """Content of ``path`` at ``revision`` (KeyError if absent)."""
         with self._lock:
             commit = self._resolve(self.repos[repo_id], revision)
             if commit is None or path not in commit.files:

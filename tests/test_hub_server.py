@@ -139,7 +139,7 @@ def test_rejections(hub_server: HubServer, tmp_path: Path) -> None:
         hf_hub_download(REPO, "missing.bin")
 
     # writes need a valid token with rights on the namespace
-    for token, status in ((False, 401), ("hf_not_a_token", 401), ("hf_sifa_other", 403)):
+    for token, status in ((False, 401), ("hf_not_a_token", 401), (HubServer.other_token, 403)):
         with pytest.raises(HfHubHTTPError) as err:
             HfApi(token=token).create_repo("sifa-org/other")
         assert err.value.response.status_code == status
@@ -153,7 +153,7 @@ def test_rejections(hub_server: HubServer, tmp_path: Path) -> None:
 
     # private repos: no token -> 401, someone else's token -> 404; both read as "repo not found"
     assert HfApi().model_info(f"{HubServer.org}/secret").private is True
-    for token, status in ((False, 401), ("hf_sifa_other", 404)):
+    for token, status in ((False, 401), (HubServer.other_token, 404)):
         with pytest.raises(RepositoryNotFoundError) as err:
             HfApi(token=token).model_info(f"{HubServer.org}/secret")
         assert err.value.response.status_code == status
