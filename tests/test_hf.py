@@ -112,7 +112,7 @@ def test_config_round_trip_and_timm_view(tmp_path):
         ({"architecture": "resnet50"}, "not a SIFA variant"),
         ({"num_frames": 0}, "num_frames must be a positive int"),
         ({"image_size": [32, 32, 3]}, "image_size"),
-        ({"model_args": {"num_classes": 3}}, "num_classes"),
+        ({"model_args": {"num_classes": 3}, "num_labels": 4}, "num_classes=3 disagrees with the 4 labels"),
         ({"model_args": {"num_frames": 16}}, "contradicts num_frames"),
         ({"image_mean": [0.5]}, "image_mean has 1 values"),
         ({"image_std": [1.0, 0.0, 1.0]}, "image_std must be positive"),
@@ -325,6 +325,16 @@ def test_config_weights_mismatch_errors(tmp_path):
     backbone.save_pretrained(tmp_path / "backbone")
     head = SifaForVideoClassification.from_pretrained(tmp_path / "backbone", id2label={0: "a", 1: "b", 2: "c"})
     assert head.timm_model.fc.weight.shape == (3, head.timm_model.num_features) and head.timm_model.fc.weight.std() > 0
+
+
+def test_timm_save_for_hf_directory_loads(tmp_path):
+    """A directory written by timm's own ``save_for_hf`` (no transformers fields) loads as well."""
+    timm_model = timm.create_model("sifa_swin_pico", num_classes=3).eval()
+    timm.models.save_for_hf(timm_model, tmp_path, safe_serialization=True)
+    model = SifaForVideoClassification.from_pretrained(tmp_path, num_frames=8).eval()
+    assert model.config.num_labels == 3 and model.config.architecture == "sifa_swin_pico"
+    with torch.no_grad():
+        assert torch.equal(model(clip()).logits, timm_model(clip().permute(0, 2, 1, 3, 4)))
 
 
 def test_timm_conversion_both_ways():

@@ -96,7 +96,8 @@ class SifaConfig(PreTrainedConfig):
         model_args (`dict`, *optional*):
             Further ``timm.create_model`` keyword arguments that define the variant beyond its registered defaults
             (e.g. ``{"learn_offsets": True}``, ``{"depths": [2, 2, 6, 2]}``, ``{"drop_path_rate": 0.1}``). Must be
-            JSON-serialisable and must not hold ``num_classes`` (use ``num_labels`` / ``id2label``).
+            JSON-serialisable. A ``num_classes`` entry (timm's ``save_for_hf`` writes one) must agree with the
+            labels and is folded into ``num_labels``.
         image_mean (`list[float]`, *optional*, defaults to ImageNet mean):
             Per-channel mean used by the video processor (and recorded for timm).
         image_std (`list[float]`, *optional*, defaults to ImageNet std):
@@ -130,6 +131,12 @@ class SifaConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs: Any) -> None:
         # keys timm writes at the top level of config.json: the classifier size and informational fields
         num_classes = kwargs.pop("num_classes", None)
+        model_args = dict(self.model_args or {})
+        if "num_classes" in model_args:  # timm's save_for_hf also records it among the create_model args
+            recorded = model_args.pop("num_classes")
+            if num_classes is not None and recorded != num_classes:
+                raise ValueError(f"SifaConfig: model_args num_classes={recorded} but num_classes={num_classes}")
+            num_classes, self.model_args = recorded, model_args
         label_names = kwargs.pop("label_names", None)
         for informational in ("num_features", "global_pool", "label_descriptions", "family"):
             kwargs.pop(informational, None)
@@ -167,11 +174,6 @@ class SifaConfig(PreTrainedConfig):
         args = dict(self.model_args or {})
         if not all(isinstance(k, str) for k in args):
             raise ValueError(f"SifaConfig: model_args keys must be strings, got {list(args)}")
-        if "num_classes" in args:
-            raise ValueError(
-                "SifaConfig: model_args must not hold num_classes; the classifier size is num_labels / id2label "
-                f"(got num_classes={args['num_classes']!r})"
-            )
         for key in ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "features_only"):
             if key in args:
                 raise ValueError(f"SifaConfig: model_args must not hold {key!r} (it is not an architecture argument)")
@@ -260,6 +262,23 @@ class SifaConfig(PreTrainedConfig):
             output["label_names"] = output["pretrained_cfg"]["label_names"]
         output["family"] = self.family
         return output
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """Also reads a config.json written by timm alone (``save_for_hf``): fields it lacks are taken from its
+        ``model_args`` (``num_frames``, ``in_chans``, ``img_size``) and ``pretrained_cfg`` (size, mean, std)."""
+        config_dict = dict(config_dict)
+        args = config_dict.get("model_args") or {}
+        timm_cfg = config_dict.get("pretrained_cfg") or {}
+        for arg, field in _FIELD_ARGS.items():
+            if arg in args and field not in config_dict:
+                config_dict[field] = args[arg]
+        if "image_size" not in config_dict and "input_size" in timm_cfg:
+            config_dict["image_size"] = list(timm_cfg["input_size"][-2:])
+        for field, key in (("image_mean", "mean"), ("image_std", "std")):
+            if field not in config_dict and key in timm_cfg:
+                config_dict[field] = list(timm_cfg[key])
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_timm_model(cls, model: Any, **kwargs: Any) -> SifaConfig:
