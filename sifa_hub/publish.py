@@ -930,7 +930,11 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="NAME_OR_CKPT",
         help="training checkpoint dir, exported dir, or an architecture name with --from-official/--from-imagenet",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write (replaces a previous export)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", metavar="DIR", help="directory to write (replaces a previous export)")
+    target.add_argument(
+        "--card-only", metavar="MD", help="write only the model card to this file (e.g. model_cards/NAME.md)"
+    )
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--from-official", metavar="PTH", help="official SIFA checkpoint to convert")
     weights.add_argument("--from-imagenet", metavar="FILE", help="2D ImageNet weights to inflate")
@@ -947,6 +951,9 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="HUB_ID",
         help="Hub dataset id the model was trained on (repeatable)",
     )
+    p.add_argument(
+        "--weights-description", metavar="TEXT", help="how the weights were obtained, one line for the card"
+    )
     p.add_argument("--no-verify", action="store_true", help="skip reloading the export with timm")
     p.set_defaults(func=_run_export)
     return p
@@ -957,21 +964,23 @@ def _run_export(args: argparse.Namespace) -> int:
     if args.labels:
         with open(args.labels, encoding="utf-8") as f:
             labels = [line.strip() for line in f if line.strip()]
-    out = export_model(
-        args.model,
-        args.out,
+    common: dict[str, Any] = dict(
         num_classes=args.num_classes,
         num_frames=args.num_frames,
         labels=labels,
         metrics=args.metrics,
         official_checkpoint=args.from_official,
         imagenet_checkpoint=args.from_imagenet,
-        repo_id=args.repo_id,
         license=args.license,
         datasets=args.datasets,
-        verify=not args.no_verify,
+        weights_description=args.weights_description,
     )
-    print(out)
+    if args.card_only:
+        if not args.repo_id:
+            raise ValueError("--card-only needs --repo-id (the card's usage snippets load that repo)")
+        print(write_model_card(args.model, args.card_only, repo_id=args.repo_id, **common))
+    else:
+        print(export_model(args.model, args.out, repo_id=args.repo_id, verify=not args.no_verify, **common))
     return 0
 
 

@@ -367,6 +367,21 @@ def test_cli_export_and_push(hub_server: HubServer, exported: tuple[torch.nn.Mod
     )
     assert args.func(args) == 0
     assert hub_server.commit_history(f"{HubServer.org}/cli-pico")[0].title == "from the CLI"
+    args = parser.parse_args(
+        [
+            "export",
+            "--model",
+            str(out),
+            "--card-only",
+            str(tmp_path / "card.md"),
+            "--repo-id",
+            f"{HubServer.org}/cli-pico",
+            "--weights-description",
+            "trained by a test",
+        ]
+    )
+    assert args.func(args) == 0
+    assert "trained by a test" in publish.validate_card(tmp_path / "card.md").text
     assert model_info(f"{HubServer.org}/cli-pico").private
     snapshot = Path(snapshot_download(f"{HubServer.org}/cli-pico"))
     assert (snapshot / "model.safetensors").read_bytes() == (tmp_path / "cli" / "model.safetensors").read_bytes()
