@@ -215,8 +215,12 @@ def _from_training_checkpoint(
         kwargs["img_size"] = cfg["img_size"]
     model = _create(name, pretrained=False, **kwargs)  # the architecture only; the weights are the checkpoint's
     model.load_state_dict(load_file(weights))
-    step = state.get("global_step")
-    return model, "training-checkpoint", f"trained with `sifa-hub train` (checkpoint at step {step})", classes
+    description = "trained with `sifa-hub train`" + (f" on `{cfg['data']}`" if cfg.get("data") else "")
+    details = [f"checkpoint at optimizer step {state['global_step']}" if "global_step" in state else None]
+    details.append(f"seed {cfg['seed']}" if "seed" in cfg else None)
+    if any(details):
+        description += " (" + ", ".join(d for d in details if d) + ")"
+    return model, "training-checkpoint", description, classes
 
 
 def _label_list(labels: Any) -> list[str] | None:
@@ -433,7 +437,8 @@ def build_model_card(
             f", … ({len(labels)} in all)" if len(labels) > 12 else ""
         )
     limitations_weights = {
-        "training-checkpoint": "Trained by `sifa-hub train` on the data named above; accuracy elsewhere is unknown.",
+        "training-checkpoint": "Trained by `sifa-hub train` on the data named under Weights; accuracy on other "
+        "data is unknown.",
         "instance": "The weights' training data and recipe are those of the model exported; see the results above.",
         "export": "Re-export of an earlier export; see the results above for what was measured.",
         "official": "Converted from the official release; numerical equivalence with the original code is tested by "
@@ -441,6 +446,16 @@ def build_model_card(
         "imagenet-inflated": "An ImageNet-initialised starting point for fine-tuning, not a video classifier: its "
         "classifier is untrained for video classes.",
     }[weights_kind]
+    if arch.startswith("sifa_"):
+        architecture_limitation = (
+            "SIFA relates each step only to the next one (frame `t` attends to `t + 1` after the early stride); the "
+            "last step gets no inter-frame term, by design."
+        )
+    else:
+        architecture_limitation = (
+            "A C2D baseline processes frames independently and pools over time: it is blind to frame order (a clip "
+            "and its time reversal get identical logits)."
+        )
     return ModelCard.from_template(
         card_data,
         template_str=resources.files("sifa_hub").joinpath("templates/modelcard_template.md").read_text("utf-8"),
@@ -470,6 +485,7 @@ def build_model_card(
         paper_relation=paper_relation,
         repo_id=repo_id or REPO_ID_PLACEHOLDER,
         limitations_weights=limitations_weights,
+        architecture_limitation=architecture_limitation,
         sifa_hub_version=__version__,
     )
 
