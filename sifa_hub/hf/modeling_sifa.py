@@ -120,7 +120,7 @@ def _create_timm_model(config: SifaConfig, num_classes: int) -> TimmSifaModel:
 def _mark_initialized(module: nn.Module) -> None:
     """Flag every tensor as initialised so transformers' ``post_init`` keeps timm's initialisation."""
     for tensor in (*module.parameters(), *module.buffers()):
-        setattr(tensor, "_is_hf_initialized", True)  # noqa: B010  (flag read by transformers' init guards)
+        setattr(tensor, "_is_hf_initialized", True)  # the flag transformers' init guards read
 
 
 class SifaPreTrainedModel(PreTrainedModel):
@@ -142,7 +142,7 @@ class SifaPreTrainedModel(PreTrainedModel):
     gradient_checkpointing: bool = False
 
     def _init_timm_model(self, timm_model: TimmSifaModel | None, num_classes: int) -> None:
-        """Build (or adopt) the timm model, check it against the config, keep timm's init on a fresh model."""
+        """Build (or adopt) the timm model; keep timm's initialisation of a freshly built one."""
         if timm_model is None:
             timm_model = _create_timm_model(self.config, num_classes)
         elif not isinstance(timm_model, (SIFAResNet, SifaSwinTransformer)):
@@ -210,7 +210,7 @@ class SifaPreTrainedModel(PreTrainedModel):
         if getattr(module, "_is_hf_initialized", False):
             return
         self._init_weights(module)
-        setattr(module, "_is_hf_initialized", True)  # noqa: B010
+        setattr(module, "_is_hf_initialized", True)
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args: Any, **kwargs: Any) -> None:
         """Delegate to timm's ``set_grad_checkpointing`` (``checkpoint_seq`` over the blocks)."""
