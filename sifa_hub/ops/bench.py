@@ -3,23 +3,28 @@
 Shapes: the SIFA blocks of SIFA-Net R50 on a 16-frame 224² clip (early stride 4 → T = 4) at batch 2:
 C=128@28², C=256@14², C=512@7², K=3, random offsets (N(0, 0.5²) px, so sample points are non-integer).
 
-Methods, timed in interleaved rounds in one process (median over rounds):
+Methods, timed in interleaved rounds in one process (median over rounds; ``--clock cpu`` times with the
+process's CPU time instead of wall time, which is robust to other processes on a shared machine but only
+meaningful with ``--threads 1``):
 
 * ``naive``: the obvious pure-PyTorch version, all K² samples of every step materialised by one
   ``F.grid_sample`` (and autograd through it);
 * ``torch``: the default backend (per-k ``grid_sample``, samples recomputed in backward);
 * ``fused``: the C++ kernel on CPU, the Triton kernels on CUDA;
-* yardsticks on the same tensor: ``copy`` (``x.clone()``) and a depthwise 3×3 conv (``Conv3d`` with kernel
-  (1, 3, 3), ``groups=C``).
+* yardsticks on the same tensor: ``copy`` (``x.clone()``) and a depthwise 3×3 conv, as the models run it
+  (``dw3d``: ``Conv3d`` with kernel (1, 3, 3), ``groups=C``) and as fast as PyTorch runs it (``dw2d_cl``:
+  ``Conv2d`` on the B·T frames in channels-last memory format).
 
-Memory of forward + backward (``loss = y.sum(); loss.backward()``), in feature maps (``x.nbytes``):
+Memory of forward + backward (``loss = y.sum(); loss.backward()``), in feature maps (``x.nbytes``), measured
+at batch ``--mem-batch`` (16: feature maps of several MB, well above the resolution of the CPU measure):
 
 * ``saved``: bytes of the tensors autograd keeps between forward and backward
   (``torch.autograd.graph.saved_tensors_hooks``, distinct storages; the inputs x and offsets count when saved);
 * ``peak``: CPU: peak resident memory above the level with the inputs allocated (``VmHWM`` of
   ``/proc/self/status`` after resetting it through ``/proc/self/clear_refs``, with glibc's mmap threshold fixed
-  at 64 KiB so that freed tensors leave the resident set); CUDA: ``torch.cuda.max_memory_allocated`` above
-  the inputs. It includes the output y and the gradients of x and offsets.
+  at 64 KiB and ``malloc_trim`` before each measurement so that freed tensors leave the resident set);
+  CUDA: ``torch.cuda.max_memory_allocated`` above the inputs. It includes the output y and the gradients of
+  x and offsets.
 * ``work``: ``peak`` minus those unavoidable tensors (y, grad x, grad offsets): the working memory.
 
 Errors: max |y - reference| of the float32 output against the float64 reference implementation.
@@ -112,6 +117,7 @@ def _peak_bytes(fn: Callable[[], torch.Tensor], device: torch.device) -> int:
         fn().sum().backward()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # give cached free memory back, so new tensors fault fresh pages
     base = _rss_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM (peak RSS) to the current RSS
@@ -132,82 +138,115 @@ def _fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:8.2f}"
 
 
+def _inputs(args: argparse.Namespace, channels: int, size: int, device: torch.device, batch: int = 0) -> tuple:
+    gen = torch.Generator().manual_seed(0)
+    batch = batch or args.batch
+    x = torch.randn(batch, channels, args.frames, size, size, generator=gen).to(device)
+    off = (torch.randn(batch, 18, args.frames - 1, size, size, generator=gen) * args.offset_std).to(device)
+    return x, off
+
+
+def _methods(channels: int, device: torch.device) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    fused = "triton" if device.type == "cuda" else "cpu"
+    dw3d = torch.nn.Conv3d(channels, channels, (1, 3, 3), padding=(0, 1, 1), groups=channels, bias=False)
+    dw2d = torch.nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+    dw3d, dw2d = dw3d.to(device), dw2d.to(device, memory_format=torch.channels_last)
+
+    def dw2d_cl(a: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        # The fastest depthwise 3×3 in PyTorch: Conv2d on the frames as a channels-last (B·T, C, H, W) batch;
+        # the (B, C, T, H, W) → (B, T, H, W, C) layout change is not timed (it is a view of a permuted copy).
+        return dw2d(a)
+
+    return {
+        "naive": naive_sifa,
+        "torch": lambda a, o: sifa_attention(a, o, backend="torch"),
+        "fused": lambda a, o: sifa_attention(a, o, backend=fused),
+        "copy": lambda a, o: a.clone(),
+        "dw3d": lambda a, o: dw3d(a),
+        "dw2d_cl": dw2d_cl,
+    }
+
+
+def _frames_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T, H, W)`` → ``(B·T, C, H, W)`` in channels-last memory format."""
+    b, c, t, h, w = x.shape
+    return x.permute(0, 2, 3, 4, 1).contiguous().view(b * t, h, w, c).permute(0, 3, 1, 2)
+
+
 def run(args: argparse.Namespace) -> list[dict]:
+    """Time every method in interleaved rounds, then measure memory; print and return one row per shape."""
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    fused = "triton" if device.type == "cuda" else "cpu"
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     name, why = selected_backend(device)
-    print(f"device {device}, {torch.get_num_threads()} threads, auto backend: {name} ({why})")
-    measure_rss = _fix_malloc_threshold() and os.path.exists("/proc/self/clear_refs") if device.type == "cpu" else True
+    print(f"device {device}, {torch.get_num_threads()} threads, {args.clock} clock, auto backend: {name} ({why})")
     results = []
     for channels, size in SHAPES:
-        gen = torch.Generator().manual_seed(0)
-        shape = (args.batch, channels, args.frames, size, size)
-        x = torch.randn(shape, generator=gen).to(device)
-        off = (torch.randn(args.batch, 18, args.frames - 1, size, size, generator=gen) * args.offset_std).to(device)
-        conv = torch.nn.Conv3d(channels, channels, (1, 3, 3), padding=(0, 1, 1), groups=channels, bias=False).to(
-            device
-        )
-        ops: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-            "naive": naive_sifa,
-            "torch": lambda a, o: sifa_attention(a, o, backend="torch"),
-            "fused": lambda a, o, f=fused: sifa_attention(a, o, backend=f),
-            "copy": lambda a, o: a.clone(),
-            "dwconv": lambda a, o, m=conv: m(a),
-        }
+        x, off = _inputs(args, channels, size, device)
+        ops = _methods(channels, device)
         times: dict[str, list[float]] = {f"{k}/{m}": [] for k in ops for m in ("fwd", "fwdbwd")}
         for _ in range(args.warmup + args.rounds):
             for key, op in ops.items():
+                a = _frames_channels_last(x) if key == "dw2d_cl" else x
                 with torch.no_grad():
                     _sync(device)
-                    t0 = time.perf_counter()
-                    op(x, off)
+                    t0 = clock()
+                    op(a, off)
                     _sync(device)
-                    times[f"{key}/fwd"].append(time.perf_counter() - t0)
+                    times[f"{key}/fwd"].append(clock() - t0)
                 if key == "copy":
                     continue
-                xg, og = x.clone().requires_grad_(), off.clone().requires_grad_()
+                xg, og = a.detach().clone().requires_grad_(), off.clone().requires_grad_()
                 _sync(device)
-                t0 = time.perf_counter()
+                t0 = clock()
                 op(xg, og).sum().backward()
                 _sync(device)
-                times[f"{key}/fwdbwd"].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v[args.warmup :]) for k, v in times.items() if v}
+                times[f"{key}/fwdbwd"].append(clock() - t0)
         ref = sifa_attention_reference(x.double(), off.double())
-        row: dict = {"shape": f"C{channels}@{size}²", "median_s": med}
-        row["max_err"] = {k: (ops[k](x, off).double() - ref).abs().max().item() for k in ("naive", "torch", "fused")}
+        results.append(
+            {
+                "shape": f"C{channels}@{size}²",
+                "median_s": {k: statistics.median(v[args.warmup :]) for k, v in times.items() if v},
+                "max_err": {
+                    k: (ops[k](x, off).double() - ref).abs().max().item() for k in ("naive", "torch", "fused")
+                },
+            }
+        )
+    # Memory after timing: fixing malloc's mmap threshold makes every allocation fault fresh pages.
+    measure_peak = device.type == "cuda" or (_fix_malloc_threshold() and os.path.exists("/proc/self/clear_refs"))
+    for row, (channels, size) in zip(results, SHAPES):
+        x, off = _inputs(args, channels, size, device, args.mem_batch)
+        ops = _methods(channels, device)
         fmap = x.nbytes
         mem = {}
-        for key in ("naive", "torch", "fused", "dwconv"):
+        for key in ("naive", "torch", "fused", "dw3d"):
             xg, og = x.clone().requires_grad_(), off.clone().requires_grad_()
-            saved = _saved_bytes(lambda op=ops[key], a=xg, o=og: op(a, o))
-            entry = {"saved": saved / fmap}
-            if measure_rss:
+            entry = {"saved": _saved_bytes(lambda op=ops[key], a=xg, o=og: op(a, o)) / fmap}
+            if measure_peak:
                 xg, og = x.clone().requires_grad_(), off.clone().requires_grad_()
                 peak = _peak_bytes(lambda op=ops[key], a=xg, o=og: op(a, o), device)
-                unavoidable = 2 * fmap + (og.nbytes if key != "dwconv" else 0)  # y, grad x, grad offsets
+                unavoidable = 2 * fmap + (og.nbytes if key != "dw3d" else 0)  # y, grad x, grad offsets
                 entry["peak"] = peak / fmap
                 entry["work"] = (peak - unavoidable) / fmap
             mem[key] = entry
         row["memory_fmaps"] = mem
-        results.append(row)
         _print_row(row)
     return results
 
 
 def _print_row(row: dict) -> None:
     med = row["median_s"]
-    print(f"\n{row['shape']}  (median ms; ratio = naive / method, for yardsticks method / fused)")
-    print(f"  {'method':8s} {'fwd':>8s} {'fwd+bwd':>8s} {'fwd ×':>7s} {'f+b ×':>7s}  memory (feature maps)   max err")
-    for key in ("naive", "torch", "fused", "dwconv", "copy"):
+    print(f"\n{row['shape']}  (median ms; × = naive / method; for yardsticks f = fused / yardstick)")
+    print(f"  {'method':8s} {'fwd':>8s} {'fwd+bwd':>8s} {'fwd':>7s} {'fwd+bwd':>7s}  memory (feature maps)   max err")
+    for key in ("naive", "torch", "fused", "dw3d", "dw2d_cl", "copy"):
         fwd, fb = med[f"{key}/fwd"], med.get(f"{key}/fwdbwd")
-        if key in ("dwconv", "copy"):
-            r_fwd = f"{med['fused/fwd'] / fwd:6.1f}f"
-            r_fb = f"{med['fused/fwdbwd'] / fb:6.1f}f" if fb else ""
-        else:
+        if key in ("naive", "torch", "fused"):
             r_fwd = f"{med['naive/fwd'] / fwd:6.1f}×"
             r_fb = f"{med['naive/fwdbwd'] / fb:6.1f}×"
+        else:
+            r_fwd = f"{med['fused/fwd'] / fwd:6.1f}f"
+            r_fb = f"{med['fused/fwdbwd'] / fb:6.1f}f" if fb else ""
         mem = row["memory_fmaps"].get(key)
         mem_s = ""
         if mem:
@@ -226,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds (interleaved across methods)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: process CPU time")
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--mem-batch", type=int, default=16, help="batch of the memory measurement (larger maps)")
     parser.add_argument("--frames", type=int, default=4, help="T after the early temporal stride")
     parser.add_argument("--offset-std", type=float, default=0.5, help="std of the random offsets in pixels")
     args = parser.parse_args(argv)
