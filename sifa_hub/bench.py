@@ -49,6 +49,7 @@ __all__ = [
     "format_report",
     "main",
     "peak_memory",
+    "perturb_offset_convs",
     "plan_settings",
     "profile_call",
     "spec_for",
@@ -719,6 +720,32 @@ def profile_sifa_share(
 # ----------------------------------------------------------------------------------------------------------------
 
 
+OFFSET_WEIGHT_STD = 0.01
+
+
+def perturb_offset_convs(model: nn.Module, seed: int = 0, std: float = OFFSET_WEIGHT_STD) -> int:
+    """Give the zero-initialised offset convs of every :class:`sifa_hub.layers.SIFA` random weights ``N(0, std²)``.
+
+    A trained SIFA-Net predicts non-zero offsets, so its operator samples at fractional positions and its offset
+    convs run; a freshly built one predicts zero offsets, and ``SIFA`` skips an all-zero offset conv at inference.
+    Benchmarking the trained path needs non-zero weights (``std = 0.01`` gives offsets of a few tenths of a pixel).
+
+    Returns:
+        how many offset convs were changed.
+    """
+    from .layers import SIFA
+
+    gen = torch.Generator().manual_seed(seed)
+    changed = 0
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SIFA) and m.conv_offset is not None:
+                w = m.conv_offset.weight
+                w.copy_(torch.randn(w.shape, generator=gen) * std)
+                changed += 1
+    return changed
+
+
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -771,7 +798,9 @@ def _run(
         t0 = time.perf_counter()
         try:
             torch.manual_seed(config.seed)
-            model = spec.build(NUM_CLASSES).to(device)
+            model = spec.build(NUM_CLASSES)
+            perturb_offset_convs(model, config.seed)
+            model = model.to(device)
         except Exception as e:  # a model that cannot be built is reported, the run goes on
             info.error = f"{type(e).__name__}: {e}"
             log(f"[{name}] not built: {info.error}")

@@ -37,6 +37,7 @@ def test_sifa_op_flops_formula() -> None:
 
 def test_count_flops_adds_the_sifa_op_analytically() -> None:
     model = _TinySifaNet().eval()
+    bench.perturb_offset_convs(model)  # a zero offset conv is skipped at inference; a trained one is not
     x = torch.randn(2, 3, 4, 6, 7)  # (B, C, T, H, W)
     total, sifa_part = bench.count_flops(model, x)
     n = 2 * 4 * 6 * 7  # output positions of the (1, 3, 3) convs
@@ -45,6 +46,14 @@ def test_count_flops_adds_the_sifa_op_analytically() -> None:
     fc = 2 * 2 * 8 * 5
     assert sifa_part == bench.sifa_op_flops((2, 8, 4, 6, 7), 3)
     assert total == conv + conv_offset + fc + sifa_part
+
+
+def test_perturb_offset_convs_gives_trained_like_offsets() -> None:
+    model = _TinySifaNet()
+    assert not model.sifa.conv_offset.weight.any()  # zero init: SIFA would skip the offset conv at inference
+    assert bench.perturb_offset_convs(model, std=0.01) == 1
+    w = model.sifa.conv_offset.weight
+    assert bool(w.any()) and 0.007 < float(w.std()) < 0.013
 
 
 def test_peak_memory_cpu_is_the_peak_of_live_allocations() -> None:
