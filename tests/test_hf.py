@@ -377,7 +377,7 @@ def test_video_processor_sampling_and_inputs(mp4, tmp_path):
     assert processor.sample_frames(meta, frame_sampling="dense", frame_stride=2).tolist() == list(range(17, 33, 2))
     meta.total_num_frames = 5
     assert processor.sample_frames(meta).tolist() == [0, 0, 1, 2, 2, 3, 4, 4]  # short videos repeat frames
-    with pytest.raises(ValueError, match="frame_sampling must be one of"):
+    with pytest.raises(ValueError, match="frame_sampling must be"):
         SifaVideoProcessor(frame_sampling="random")
     batch = processor([mp4, mp4], return_tensors="pt", frame_sampling="dense")
     assert batch["pixel_values"].shape == (2, 8, 3, 32, 32)

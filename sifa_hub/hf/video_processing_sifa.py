@@ -18,7 +18,9 @@ from transformers.utils import is_torchcodec_usable
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoInput, VideoMetadata, load_video
 
-__all__ = ["FRAME_SAMPLING_MODES", "SifaVideoProcessor", "sample_frame_indices"]
+from ..data.sampling import dense_indices, uniform_indices
+
+__all__ = ["FRAME_SAMPLING_MODES", "SifaVideoProcessor"]
 
 FRAME_SAMPLING_MODES = ("uniform", "dense")
 
@@ -34,43 +36,6 @@ class SifaVideoProcessorKwargs(VideosKwargs, total=False):
 
     frame_sampling: str | None
     frame_stride: int | None
-
-
-def sample_frame_indices(
-    total_num_frames: int, num_frames: int, frame_sampling: str = "uniform", frame_stride: int = 1
-) -> np.ndarray:
-    """Deterministic frame indices for one clip of ``num_frames`` frames.
-
-    Videos shorter than the clip repeat frames (indices are clamped to the last frame), so the model always gets
-    ``num_frames`` frames.
-
-    Args:
-        total_num_frames: frames in the video.
-        num_frames: frames in the clip.
-        frame_sampling: ``"uniform"`` (centre of each of ``num_frames`` equal segments, TSN-style) or ``"dense"``
-            (consecutive frames ``frame_stride`` apart, centred in the video).
-        frame_stride: stride of ``"dense"`` sampling.
-
-    Returns:
-        ``(num_frames,)`` int64 indices in ``[0, total_num_frames)``, non-decreasing.
-    """
-    if not isinstance(total_num_frames, (int, np.integer)) or total_num_frames < 1:
-        raise ValueError(f"sample_frame_indices: the video has no frames (total_num_frames={total_num_frames!r})")
-    if not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
-        raise ValueError(f"sample_frame_indices: num_frames must be a positive int, got {num_frames!r}")
-    if frame_sampling == "uniform":
-        indices = ((np.arange(num_frames) + 0.5) * total_num_frames / num_frames).astype(np.int64)
-    elif frame_sampling == "dense":
-        if not isinstance(frame_stride, (int, np.integer)) or frame_stride < 1:
-            raise ValueError(f"sample_frame_indices: frame_stride must be a positive int, got {frame_stride!r}")
-        span = (num_frames - 1) * frame_stride + 1
-        start = max((total_num_frames - span) // 2, 0)
-        indices = start + np.arange(num_frames, dtype=np.int64) * frame_stride
-    else:
-        raise ValueError(
-            f"sample_frame_indices: frame_sampling must be one of {FRAME_SAMPLING_MODES}, got {frame_sampling!r}"
-        )
-    return np.clip(indices, 0, total_num_frames - 1)
 
 
 class SifaVideoProcessor(BaseVideoProcessor):
@@ -140,26 +105,38 @@ class SifaVideoProcessor(BaseVideoProcessor):
         frame_stride: int | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
-        """Indices of the frames of one clip (see :func:`sample_frame_indices`); may repeat for short videos.
+        """Indices of the frames of one clip, the evaluation ("center") sampling of :mod:`sifa_hub.data.sampling`.
+
+        Short videos repeat frames (indices are clamped to the last frame), so a clip always has ``num_frames``.
 
         Args:
             metadata: the video's metadata (``total_num_frames`` is used).
             num_frames: frames per clip, defaults to ``self.num_frames``.
             fps: not supported (a SIFA model takes a fixed frame count); must be ``None``.
-            frame_sampling: ``"uniform"`` or ``"dense"``, defaults to ``self.frame_sampling``.
+            frame_sampling: ``"uniform"`` (middle frame of each of ``num_frames`` equal segments) or ``"dense"``
+                (``num_frames`` frames ``frame_stride`` apart, centred), defaults to ``self.frame_sampling``.
             frame_stride: stride of dense sampling, defaults to ``self.frame_stride``.
+
+        Returns:
+            ``(num_frames,)`` non-decreasing int64 indices.
         """
         if fps is not None:
             raise ValueError("SifaVideoProcessor samples a fixed number of frames (num_frames); fps is not supported")
         num_frames = num_frames if num_frames is not None else self.num_frames
         if num_frames is None:
             raise ValueError("SifaVideoProcessor: num_frames must be set to sample frames")
-        return sample_frame_indices(
-            int(metadata.total_num_frames),
-            num_frames,
-            frame_sampling if frame_sampling is not None else self.frame_sampling,
-            frame_stride if frame_stride is not None else self.frame_stride,
-        )
+        sampling = frame_sampling if frame_sampling is not None else self.frame_sampling
+        total = int(metadata.total_num_frames)
+        if total < 1:
+            raise ValueError(f"SifaVideoProcessor: the video has no frames (total_num_frames={total})")
+        if sampling == "uniform":
+            indices = uniform_indices(total, num_frames, mode="center")
+        elif sampling == "dense":
+            stride = frame_stride if frame_stride is not None else self.frame_stride
+            indices = dense_indices(total, num_frames, stride, mode="center")
+        else:
+            raise ValueError(f"SifaVideoProcessor: frame_sampling must be in {FRAME_SAMPLING_MODES}, not {sampling!r}")
+        return np.asarray(indices, dtype=np.int64)
 
     def fetch_videos(self, video_url_or_urls: str | list[str] | list[list[str]], sample_indices_fn=None):
         """Decode videos from paths/URLs with torchcodec when usable, else PyAV (no system FFmpeg needed).
