@@ -52,7 +52,7 @@ def test_perturb_offset_convs_gives_trained_like_offsets() -> None:
     model = _TinySifaNet()
     assert not model.sifa.conv_offset.weight.any()  # zero init: SIFA would skip the offset conv at inference
     assert bench.perturb_offset_convs(model, std=0.01) == 1
-    w = model.sifa.conv_offset.weight
+    w = model.sifa.conv_offset.weight.detach()
     assert bool(w.any()) and 0.007 < float(w.std()) < 0.013
 
 
