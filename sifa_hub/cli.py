@@ -161,10 +161,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from .ops import bench
+def _run_bench(which: str, argv: list[str]) -> int:
+    """``sifa-hub bench op|models ARGS``: hand every remaining argument to the benchmark's own parser."""
+    if which == "op":
+        from .ops.bench import main as bench_main
+    else:
+        from .bench import main as bench_main
+    return int(bench_main(argv) or 0)
 
-    return int(bench.main(args.bench_args) or 0)
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    return _run_bench(args.bench, list(args.bench_args))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -289,18 +296,23 @@ def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
 def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="benchmarks (op: SIFA operator backends)",
-        description="Benchmarks. 'sifa-hub bench op --help' lists the operator benchmark's options.",
+        help="benchmarks: 'op' (SIFA operator backends), 'models' (SIFA vs C2D and other video models)",
+        description="Benchmarks; 'sifa-hub bench op --help' and 'sifa-hub bench models --help' list their options.",
+        epilog="examples:\n  sifa-hub bench op --rounds 5\n  sifa-hub bench models --quick",
         formatter_class=_formatter,
     )
     bench_sub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    op = bench_sub.add_parser("op", help="time the SIFA operator backends", add_help=False)
-    op.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the operator benchmark")
-    op.set_defaults(func=_cmd_bench)
+    for name, text in (("op", "time the SIFA operator backends"), ("models", "time and size whole models")):
+        b = bench_sub.add_parser(name, help=text, add_help=False)
+        b.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the benchmark (see its --help)")
+        b.set_defaults(func=_cmd_bench)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sifa-hub`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in ("op", "models"):
+        return _run_bench(argv[1], argv[2:])  # options (--help included) belong to the benchmark's parser
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

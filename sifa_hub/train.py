@@ -300,11 +300,14 @@ def create_model(
 def model_data_config(model: nn.Module) -> dict[str, Any]:
     """Normalisation and geometry of a model's input: ``mean``, ``std``, ``num_frames``, ``img_size``, ``crop_pct``."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    size = getattr(model, "img_size", None)  # the size the model was built for, else its pretrained input size
+    if isinstance(size, (tuple, list)):
+        size = size[-1]
     return {
         "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         "num_frames": int(getattr(model, "num_frames", 8)),
-        "img_size": int(cfg.get("input_size", (3, 224, 224))[-1]),
+        "img_size": int(size if isinstance(size, int) else cfg.get("input_size", (3, 224, 224))[-1]),
         "crop_pct": float(cfg.get("crop_pct", 1.0)),
     }
 
