@@ -168,6 +168,25 @@ def test_sifa_net_logits_heads_and_reference_loss():
     torch.testing.assert_close(out.loss, F.cross_entropy(a, labels) + F.cross_entropy(b, labels))
 
 
+def test_sifa_net_other_problem_types():
+    """Multi-label / regression: logits are the mean of both heads, loss is the problem's loss on each head."""
+    x = clip()
+    model = SifaForVideoClassification(make_config("resnet", problem_type="multi_label_classification")).eval()
+    targets = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    with torch.no_grad():
+        out = model(x, labels=targets)
+    a, b = out.head_logits
+    torch.testing.assert_close(out.logits, (a + b) / 2)
+    expected = F.binary_cross_entropy_with_logits(a, targets) + F.binary_cross_entropy_with_logits(b, targets)
+    torch.testing.assert_close(out.loss, expected)
+    regression = SifaForVideoClassification(make_config("resnet", id2label=None, num_labels=1)).eval()
+    with torch.no_grad():
+        out = regression(x, labels=torch.tensor([0.5, -1.0]))
+    a, b = out.head_logits
+    torch.testing.assert_close(out.logits, (a + b) / 2)
+    assert regression.config.problem_type == "regression" and torch.isfinite(out.loss)
+
+
 @pytest.mark.parametrize("family", ["resnet", "swin"])
 def test_training_steps_decrease_loss(family):
     torch.manual_seed(0)

@@ -20,8 +20,11 @@ layer4_dual. :class:`SifaForVideoClassification` returns
 * ``logits = log((softmax(a) + softmax(b)) / 2)``: the log of the reference prediction, so ``softmax(logits)`` is
   the official two-head inference output (and the video-classification pipeline's scores);
 * ``head_logits = (a, b)``: the raw logits of both heads;
-* ``loss = CE(a) + CE(b)`` with integer ``labels`` (the reference objective, :meth:`SIFAResNet.loss`); for other
-  ``problem_type`` s transformers' classification loss of each head, summed.
+* ``loss = CE(a) + CE(b)`` with integer ``labels`` (the reference objective, :meth:`SIFAResNet.loss`).
+
+Those are single-label classification (the reference). With ``config.problem_type`` set to
+``"multi_label_classification"`` or ``"regression"`` (or ``num_labels=1``), ``logits = (a + b) / 2`` and ``loss``
+is transformers' loss of that problem type on each head, summed.
 
 The Swin family has one head: ``logits`` are timm's logits (mean over tubelets) and ``loss`` is transformers'
 classification loss.
@@ -386,6 +389,11 @@ class SifaForVideoClassification(SifaPreTrainedModel):
         self.num_labels = num_labels
         self.post_init()
 
+    def _single_label(self) -> bool:
+        """Single-label classification: the problem type the reference two-head combination is defined for."""
+        problem = self.config.problem_type
+        return problem == "single_label_classification" or (problem is None and self.num_labels > 1)
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -417,7 +425,9 @@ class SifaForVideoClassification(SifaPreTrainedModel):
             main, dual = pooled.chunk(2, dim=1)
             fc, fc_dual = self.timm_model.get_classifier()
             head_logits = (fc(main), fc_dual(dual))  # (B, N) each
-            logits = combine_heads(*head_logits)  # log((softmax(a) + softmax(b)) / 2)
+            # single-label: log((softmax(a) + softmax(b)) / 2); multi-label / regression: the mean of both heads
+            single = self._single_label()
+            logits = combine_heads(*head_logits) if single else (head_logits[0] + head_logits[1]) / 2
         else:
             logits = self.timm_model.forward_head(features)  # (B, N)
 
@@ -426,11 +436,7 @@ class SifaForVideoClassification(SifaPreTrainedModel):
             labels = labels.to(logits.device)
             if head_logits is None:
                 loss = self.loss_function(labels, logits, self.config)
-            elif (
-                isinstance(self.timm_model, SIFAResNet)
-                and self.config.problem_type in (None, "single_label_classification")
-                and not labels.is_floating_point()
-            ):
+            elif isinstance(self.timm_model, SIFAResNet) and self._single_label() and not labels.is_floating_point():
                 self.config.problem_type = "single_label_classification"
                 loss = self.timm_model.loss(head_logits, labels)  # reference CE(a) + CE(b)
             else:
