@@ -47,8 +47,7 @@ _PROCESSOR_AUTO_MAP = {"AutoVideoProcessor": "video_processing_sifa.SifaVideoPro
 _PROCESSOR_FILE = "video_preprocessor_config.json"
 # this module itself and the Auto* registration are not part of remote code
 _NEVER = ("sifa_hub.hf", "sifa_hub.hf.remote_code", "sifa_hub")
-
-
+# generated module of stand-ins for the names imported from omitted (compiled) op backends
 _STUBS = "sifa_omitted_backends"
 
 
