@@ -943,6 +943,8 @@ def format_report(run: dict[str, Any]) -> str:
         f"Load average (1/5/15 min) before: {meta['load_before']}; after: {meta['load_after']}",
         f"SIFA operator backends: {meta['sifa_backends']}",
         "",
+        "Models: " + "; ".join(f"`{i.name}`: {specs[i.name].description}" for i in infos) + ".",
+        "",
         "### Model figures (one clip, forward)",
         "",
         "| model | params (M) | × ref | GFLOPs | × ref | of which SIFA op | K400 top-1 reported by the paper "
@@ -997,42 +999,77 @@ def format_report(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# (SIFA model, mode, metric, bound): throughput ratios must be >= bound, memory ratios <= bound.
+TARGETS: tuple[tuple[str, str, str, float], ...] = (
+    ("sifa_resnet50", "infer", "throughput", 0.90),
+    ("sifa_resnet50", "train", "peak memory", 1.25),
+    ("sifa_swin_base_patch4_window7_224", "infer", "throughput", 0.90),
+)
+MAX_SIFA_OP_SHARE = 0.10
+
+
 def _format_targets(run: dict[str, Any]) -> list[str]:
-    """SIFA vs C2D twin ratios of the same run, and the SIFA op's share of inference time."""
+    """SIFA vs C2D twin ratios of the same run, the targets, and the SIFA op's share of inference time."""
     specs: dict[str, ModelSpec] = run["specs"]
     results: list[Result] = run["results"]
     by_key = {(r.model, r.mode, r.batch, r.dtype): r for r in results}
     lines = [
         "### SIFA vs its C2D twin (same run)",
         "",
-        "| SIFA model | setting | throughput SIFA / twin | peak memory SIFA / twin |",
-        "|---|---|---:|---:|",
+        "| SIFA model | setting | ms SIFA / twin | throughput SIFA / twin | MiB SIFA / twin | memory SIFA / twin |",
+        "|---|---|---:|---:|---:|---:|",
     ]
+    pairs: dict[tuple[str, str, int, str], tuple[Result, Result]] = {}
     for spec in specs.values():
         if spec.role != "sifa" or not spec.twin:
             continue
         for (model, mode, batch, dtype), r in sorted(by_key.items(), key=lambda kv: _setting_order(*kv[0][1:])):
-            if model != spec.name or r.error:
-                continue
             twin = by_key.get((spec.twin, mode, batch, dtype))
-            if twin is None or twin.error:
+            if model != spec.name or r.error or twin is None or twin.error:
                 continue
+            pairs[(model, mode, batch, dtype)] = (r, twin)
+            ms = f"{_fmt(r.median_s * 1e3 if r.median_s else None, '.0f')} / "
+            ms += _fmt(twin.median_s * 1e3 if twin.median_s else None, ".0f")
+            mib = f"{_fmt(r.peak_bytes / MIB if r.peak_bytes else None, '.0f')} / "
+            mib += _fmt(twin.peak_bytes / MIB if twin.peak_bytes else None, ".0f")
             lines.append(
-                f"| {spec.name} | {mode} b{batch} {dtype} | {_ratio(r.throughput, twin.throughput)} | "
+                f"| {spec.name} | {mode} b{batch} {dtype} | {ms} | {_ratio(r.throughput, twin.throughput)} | {mib} | "
                 f"{_ratio(r.peak_bytes, twin.peak_bytes)} |"
             )
-    lines.append("")
+    lines += ["", "### Targets", "", "| target | setting | measured | met |", "|---|---|---:|:---:|"]
+    for model, mode, metric, bound in TARGETS:
+        for (m, md, batch, dtype), (r, twin) in pairs.items():
+            if m != model or md != mode:
+                continue
+            if metric == "throughput":
+                value = r.throughput / twin.throughput if r.throughput and twin.throughput else None
+                goal = f"{model} {mode} throughput ≥ {bound:.2f}× twin"
+                met = value is not None and value >= bound
+            else:
+                value = r.peak_bytes / twin.peak_bytes if r.peak_bytes and twin.peak_bytes else None
+                goal = f"{model} {mode} peak memory ≤ {bound:.2f}× twin"
+                met = value is not None and value <= bound
+            lines.append(f"| {goal} | {mode} b{batch} {dtype} | {_fmt(value, '.2f')}× | {'yes' if met else 'NO'} |")
     prof = run.get("profile")
+    if prof and "error" not in prof:
+        share = prof["stats"]["sifa_op_share"]
+        met = share <= MAX_SIFA_OP_SHARE
+        lines.append(
+            f"| SIFA op share of {prof['model']} inference ≤ {100 * MAX_SIFA_OP_SHARE:.0f}% | infer b1 fp32 "
+            f"(profile) | {100 * share:.1f}% | {'yes' if met else 'NO'} |"
+        )
+    lines.append("")
     if prof:
         lines += [f"### SIFA operator share of `{prof['model']}` inference (batch 1, float32, torch.profiler)", ""]
         if "error" in prof:
             lines += [f"Profile failed: {prof['error']}", ""]
         else:
-            s = prof["stats"]
+            st = prof["stats"]
             lines += [
-                f"Forward {s['forward_ms']:.0f} ms; SIFA operator ({int(s['calls'])} calls) {s['sifa_op_ms']:.1f} ms "
-                f"= **{100 * s['sifa_op_share']:.1f}%**; whole SIFA modules (offset input + offset conv + "
-                f"operator) {s['sifa_module_ms']:.1f} ms = {100 * s['sifa_module_share']:.1f}%.",
+                f"Forward {st['forward_ms']:.0f} ms; SIFA operator ({int(st['calls'])} calls) "
+                f"{st['sifa_op_ms']:.1f} ms = **{100 * st['sifa_op_share']:.1f}%**; whole SIFA modules (offset "
+                f"input + offset conv + operator) {st['sifa_module_ms']:.1f} ms = "
+                f"{100 * st['sifa_module_share']:.1f}%.",
                 "",
                 "```",
                 prof["table"].rstrip(),
