@@ -90,6 +90,8 @@ class TrainConfig:
         default=None, metadata={"help": "where to export the trained model (default: OUTPUT_DIR/model)"}
     )
     pretrained: bool = field(default=False, metadata={"help": "load the registered pretrained weights (timm names)"})
+    drop_rate: float | None = field(default=None, metadata={"help": "classifier dropout (default: the model's)"})
+    drop_path_rate: float | None = field(default=None, metadata={"help": "stochastic depth (default: the model's)"})
     num_frames: int = field(default=8, metadata={"help": "frames per clip"})
     frame_stride: int = field(default=2, metadata={"help": "frame step of dense sampling (video data)"})
     hflip: bool = field(
@@ -171,6 +173,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:
             raise ValueError(f"TrainConfig.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        for name in ("drop_rate", "drop_path_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {value}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"TrainConfig.clip_grad must be > 0, got {self.clip_grad}")
         if self.data == "motion" and (self.motion_train_samples < 1 or self.motion_val_samples < 1):
@@ -270,6 +276,7 @@ def create_model(
     num_frames: int | None = None,
     img_size: int | None = None,
     pretrained: bool = False,
+    **model_kwargs: Any,
 ) -> nn.Module:
     """Create a model from a timm name, an exported directory or a Hub id.
 
@@ -281,6 +288,7 @@ def create_model(
         num_frames: clip length the model is built for (``None``: its default / saved value).
         img_size: input side (``None``: its default / saved value).
         pretrained: load registered pretrained weights for a timm name.
+        **model_kwargs: further constructor arguments (e.g. ``drop_rate``); ``None`` values are dropped.
     """
     import timm
 
@@ -294,6 +302,7 @@ def create_model(
         kwargs["num_frames"] = num_frames
     if img_size is not None:
         kwargs["img_size"] = img_size
+    kwargs.update({k: v for k, v in model_kwargs.items() if v is not None})
     return timm.create_model(source, pretrained=has_weights or pretrained, **kwargs)
 
 
@@ -871,7 +880,14 @@ def train(cfg: TrainConfig, *, datasets: tuple[Dataset, Dataset, Sequence[str]] 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
 
-    model = create_model(cfg.model, num_frames=cfg.num_frames, img_size=cfg.img_size, pretrained=cfg.pretrained)
+    model = create_model(
+        cfg.model,
+        num_frames=cfg.num_frames,
+        img_size=cfg.img_size,
+        pretrained=cfg.pretrained,
+        drop_rate=cfg.drop_rate,
+        drop_path_rate=cfg.drop_path_rate,
+    )
     data_cfg = model_data_config(model)
     if datasets is None:
         train_set, val_set, classes = build_datasets(
