@@ -46,6 +46,7 @@ __all__ = [
     "Result",
     "TimeFirst",
     "count_flops",
+    "flop_counter",
     "format_report",
     "main",
     "peak_memory",
@@ -422,10 +423,33 @@ def _sifa_custom_op_flops(
     return sifa_op_flops(x_shape, kernel_size)
 
 
-def _sifa_custom_ops() -> list[Any]:
-    """The fused SIFA forward ops registered with ``torch.library`` (``sifa_hub::<backend>_forward``)."""
+def _sdpa_flops(
+    query_shape: Sequence[int], key_shape: Sequence[int], value_shape: Sequence[int], *args: Any, **kwargs: Any
+) -> int:
+    """FLOPs of an SDPA call that ``FlopCounterMode`` has no formula for (its CPU kernels)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def flop_counter() -> torch.utils.flop_counter.FlopCounterMode:
+    """A ``FlopCounterMode`` that also counts the SIFA custom ops and scaled-dot-product attention on CPU.
+
+    Added formulas (torch 2.14 has none for these): the fused SIFA forward ops registered with ``torch.library``
+    (``sifa_hub::<backend>_forward``) get :func:`sifa_op_flops`; ``aten._scaled_dot_product_flash_attention_for_cpu``
+    (what SDPA runs on CPU) and ``aten.scaled_dot_product_attention`` (what an inference-mode call dispatches as
+    a whole) get torch's own SDPA formula. ``custom_mapping`` is keyed by op packet, as the counter looks ops up.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
     names = [n for n in torch._C._dispatch_get_all_op_names() if n.startswith("sifa_hub::") and n.endswith("_forward")]
-    return [getattr(torch.ops.sifa_hub, n.split("::", 1)[1]).default for n in names]
+    mapping: dict[Any, Callable[..., int]] = {
+        getattr(torch.ops.sifa_hub, n.split("::", 1)[1]): _sifa_custom_op_flops for n in names
+    }
+    for name in ("_scaled_dot_product_flash_attention_for_cpu", "scaled_dot_product_attention"):
+        if hasattr(torch.ops.aten, name):
+            mapping[getattr(torch.ops.aten, name)] = _sdpa_flops
+    return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
@@ -435,11 +459,9 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     SIFA backends are ``torch.library`` custom ops and get :func:`sifa_op_flops` through the counter's
     ``custom_mapping``; the pure-PyTorch backends run aten ops without formulas (``grid_sample``, elementwise).
     To count every backend alike, whatever the counter saw inside each :func:`sifa_hub.ops.sifa_attention` call is
-    replaced by :func:`sifa_op_flops` of its input.
+    replaced by :func:`sifa_op_flops` of its input. SDPA on CPU is counted too (see :func:`flop_counter`).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False, custom_mapping=dict.fromkeys(_sifa_custom_ops(), _sifa_custom_op_flops))
+    counter = flop_counter()
     sifa = {"analytic": 0, "counted": 0}
     signature: inspect.Signature | None = None
 

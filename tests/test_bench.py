@@ -48,6 +48,25 @@ def test_count_flops_adds_the_sifa_op_analytically() -> None:
     assert total == conv + conv_offset + fc + sifa_part
 
 
+def test_flop_counter_counts_the_fused_sifa_op_and_cpu_sdpa() -> None:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    from sifa_hub.ops import sifa_attention
+
+    x = torch.randn(1, 8, 3, 5, 6)  # (B, C, T, H, W)
+    counter = bench.flop_counter()
+    with counter, torch.no_grad():
+        sifa_attention(x, backend="cpu")  # the torch.library custom op sifa_hub::cpu_forward
+    assert counter.get_total_flops() == bench.sifa_op_flops(x.shape, 3)
+
+    q = torch.randn(1, 2, 10, 4)  # (B, heads, N, head_dim)
+    for grad_mode in (torch.no_grad, torch.inference_mode):  # two different aten ops on CPU
+        counter = bench.flop_counter()
+        with counter, grad_mode():
+            nn.functional.scaled_dot_product_attention(q, q, q)
+        assert counter.get_total_flops() == sdpa_flop_count(q.shape, q.shape, q.shape) > 0
+
+
 def test_perturb_offset_convs_gives_trained_like_offsets() -> None:
     model = _TinySifaNet()
     assert not model.sifa.conv_offset.weight.any()  # zero init: SIFA would skip the offset conv at inference
