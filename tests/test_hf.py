@@ -398,6 +398,11 @@ def test_video_processor_sampling_and_inputs(mp4, tmp_path):
     assert processor.sample_frames(meta).tolist() == [0, 0, 1, 2, 2, 3, 4, 4]  # short videos repeat frames
     with pytest.raises(ValueError, match="frame_sampling must be"):
         SifaVideoProcessor(frame_sampling="random")
+    with pytest.raises(ValueError, match="fps is not supported"):
+        processor.sample_frames(meta, fps=5)
+    # the released setting: short side 256, centre crop 224 (crop_pct 0.875), 16 frames
+    released = SifaVideoProcessor.from_sifa_config(SifaConfig(pretrained_cfg={"crop_pct": 0.875}))
+    assert (released.size.shortest_edge, released.crop_size.height, released.num_frames) == (256, 224, 16)
     batch = processor([mp4, mp4], return_tensors="pt", frame_sampling="dense")
     assert batch["pixel_values"].shape == (2, 8, 3, 32, 32)
     frames = np.random.default_rng(0).integers(0, 255, (4, 40, 40, 3), dtype=np.uint8)  # 4 frames, 8 wanted
