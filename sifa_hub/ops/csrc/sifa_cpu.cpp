@@ -108,6 +108,7 @@ inline void sample_dot(const scalar_t* __restrict__ v0, const scalar_t* __restri
 struct Geometry {
   int64_t B, C, T, H, W, K, dilation, groups, pad;
   bool softmax;
+  std::vector<int64_t> grid_row, grid_col;  // (i·d - P, j·d - P) of kernel position k = i·K + j
   int64_t steps() const { return T - 1; }
   int64_t k2() const { return K * K; }
   int64_t cg() const { return C / groups; }
@@ -118,16 +119,17 @@ struct Geometry {
 template <typename scalar_t>
 inline void positions(const Geometry& g, const scalar_t* off, int64_t b, int64_t step, int64_t h, int64_t w,
                       scalar_t* rows, scalar_t* cols) {
-  const int64_t hw = g.H * g.W, k2 = g.k2();
+  const int64_t k2 = g.k2();
   for (int64_t k = 0; k < k2; ++k) {
-    const int64_t i = k / g.K, j = k % g.K;
-    rows[k] = static_cast<scalar_t>(h - g.pad + i * g.dilation);
-    cols[k] = static_cast<scalar_t>(w - g.pad + j * g.dilation);
-    if (off != nullptr) {
-      const int64_t base = ((b * 2 * k2 + 2 * k) * g.steps() + step) * hw + h * g.W + w;
-      rows[k] += off[base];
-      cols[k] += off[base + g.steps() * hw];  // channel 2k+1
-    }
+    rows[k] = static_cast<scalar_t>(h + g.grid_row[k]);
+    cols[k] = static_cast<scalar_t>(w + g.grid_col[k]);
+  }
+  if (off == nullptr) return;
+  const int64_t plane = g.steps() * g.H * g.W;  // stride of one offset channel
+  const scalar_t* o = off + (b * 2 * k2 * g.steps() + step) * g.H * g.W + h * g.W + w;
+  for (int64_t k = 0; k < k2; ++k) {
+    rows[k] += o[2 * k * plane];
+    cols[k] += o[(2 * k + 1) * plane];
   }
 }
 
@@ -395,6 +397,10 @@ Geometry geometry(const torch::Tensor& x, int64_t K, int64_t dilation, int64_t g
   g.groups = groups;
   g.pad = (dilation * (K - 1) + 1) / 2;
   g.softmax = softmax;
+  for (int64_t k = 0; k < K * K; ++k) {
+    g.grid_row.push_back((k / K) * dilation - g.pad);
+    g.grid_col.push_back((k % K) * dilation - g.pad);
+  }
   return g;
 }
 
