@@ -439,8 +439,10 @@ def build_model_card(
     limitations_weights = {
         "training-checkpoint": "Trained by `sifa-hub train` on the data named under Weights; accuracy on other "
         "data is unknown.",
-        "instance": "The weights' training data and recipe are those of the model exported; see the results above.",
-        "export": "Re-export of an earlier export; see the results above for what was measured.",
+        "instance": "See Weights above for how the weights were obtained; accuracy beyond the results listed here "
+        "is unknown.",
+        "export": "See Weights above for how the weights were obtained; accuracy beyond the results listed here is "
+        "unknown.",
         "official": "Converted from the official release; numerical equivalence with the original code is tested by "
         "sifa_hub on small inputs, not re-measured on Kinetics-400 here.",
         "imagenet-inflated": "An ImageNet-initialised starting point for fine-tuning, not a video classifier: its "
