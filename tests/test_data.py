@@ -330,8 +330,8 @@ def test_motion_dataset_deterministic_and_balanced() -> None:
 
 
 def test_motion_statistics_match_declared_mean_std() -> None:
-    dataset = MotionDataset(64, seed=11)
-    pixels = dataset.clips_uint8(range(64)).float().div(255).reshape(-1, 3)
+    dataset = MotionDataset(256, seed=11)
+    pixels = dataset.clips_uint8(range(256)).float().div(255).reshape(-1, 3)
     assert torch.allclose(pixels.mean(0), torch.tensor(dataset.mean), atol=0.03)
     assert torch.allclose(pixels.std(0), torch.tensor(dataset.std), atol=0.03)
 

@@ -1,9 +1,9 @@
 """The embedded "motion" dataset: synthetic clips whose class is *how* a textured object moves.
 
-Each clip shows one textured object (disc, square or diamond; two random colours in a random blotch/stripe pattern)
-over a random smooth-noise background with static grain and per-frame sensor noise. The object either translates
-(1-2.5 px/frame at 32 px, scaled with ``size``), spins in place or changes scale. The classes come in
-**time-reversal pairs**:
+Each clip shows one textured object (disc, square or diamond; a random dark and a random bright colour in a random
+blotch/stripe pattern) over a muted smooth colour-noise background with static grain and per-frame sensor noise.
+The object either translates (1-2.5 px/frame at 32 px, scaled with ``size``), spins in place or changes scale. The
+classes come in **time-reversal pairs**:
 
 ============  ==============  ===========================
 first         second          motion
@@ -58,7 +58,7 @@ MOTION_PAIRS: tuple[tuple[str, str], ...] = (
 MOTION_CLASSES: tuple[str, ...] = tuple(name for pair in MOTION_PAIRS for name in pair)
 # Per-channel mean / std of the rendered pixels in [0, 1] (measured over 4096 clips of all classes).
 MOTION_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
-MOTION_STD: tuple[float, float, float] = (0.265, 0.264, 0.265)
+MOTION_STD: tuple[float, float, float] = (0.218, 0.217, 0.216)
 
 # class name -> (motion kind, played backwards)
 _MOTION_OF_CLASS: dict[str, tuple[str, bool]] = {
@@ -101,11 +101,11 @@ def _sample_clip(
     """
     t = np.arange(num_frames, dtype=np.float64) - (num_frames - 1) / 2  # centred time
     unit = size / 32.0  # motion and sizes are designed at 32 px and scale with the frame
-    bg_grid = rng.uniform(0.0, 1.0, (3, _GRID, _GRID))
-    grain = rng.standard_normal((3, size, size), dtype=np.float32) * np.float32(0.08)  # static texture
-    noise = rng.standard_normal((1, num_frames, size, size), dtype=np.float32) * np.float32(0.03)  # per frame
+    bg_grid = rng.uniform(0.2, 0.8, (3, 1, 1)) + rng.uniform(-0.2, 0.2, (3, _GRID, _GRID))  # muted colour noise
+    grain = rng.standard_normal((3, size, size), dtype=np.float32) * np.float32(0.05)  # static texture
+    noise = rng.standard_normal((1, num_frames, size, size), dtype=np.float32) * np.float32(0.02)  # per frame
     tex_grid = rng.normal(0.0, 1.0, (_GRID, _GRID))
-    colors = rng.uniform(0.0, 1.0, (2, 3))
+    colors = np.stack([rng.uniform(0.0, 0.35, 3), rng.uniform(0.65, 1.0, 3)])  # a dark and a bright colour
     stripes = np.array([rng.uniform(2.0, 5.0), rng.uniform(0.0, math.pi), rng.uniform(0.0, 2 * math.pi)])
     alpha = _ALPHAS[_SHAPES[rng.integers(len(_SHAPES))]]
     angle0 = rng.uniform(0.0, 2 * math.pi)
@@ -115,7 +115,7 @@ def _sample_clip(
         direction = math.pi + tilt if kind == "horizontal" else -math.pi / 2 + tilt  # left / up on screen
         mid = rng.uniform(0.35 * size, 0.65 * size, 2)
         center = mid + t[:, None] * speed * np.array([math.cos(direction), math.sin(direction)])
-        scale = np.full(num_frames, rng.uniform(5.0, 7.5) * unit)
+        scale = np.full(num_frames, rng.uniform(5.5, 8.0) * unit)
         angle = np.full(num_frames, angle0)
     elif kind == "rotation":
         omega = rng.uniform(math.radians(12), math.radians(25))  # rad / frame, clockwise on screen
