@@ -165,6 +165,11 @@ def _load_source(
         )
 
     if os.path.isdir(source):
+        latest = os.path.join(source, "checkpoints", "latest.json")
+        if os.path.isfile(latest) and not os.path.isfile(os.path.join(source, "config.json")):
+            # a `sifa-hub train` output folder: its newest checkpoint
+            with open(latest, encoding="utf-8") as f:
+                source = os.path.join(source, "checkpoints", json.load(f)["checkpoint"])
         if os.path.isfile(os.path.join(source, "trainer_state.json")):
             return _from_training_checkpoint(source, num_classes=num_classes, num_frames=num_frames)
         if os.path.isfile(os.path.join(source, "config.json")):
@@ -721,8 +726,9 @@ def export_model(
     left behind. An existing ``out_dir`` is replaced only if it is empty or a previous export.
 
     Args:
-        model_or_source: a timm-created SIFA model; a training checkpoint directory (``trainer_state.json`` +
-            ``model.safetensors`` from ``sifa-hub train``); an exported directory; or an architecture name (e.g.
+        model_or_source: a timm-created SIFA model; a ``sifa-hub train`` output directory (its newest checkpoint)
+            or checkpoint directory (``trainer_state.json`` + ``model.safetensors``); an exported directory; or an
+            architecture name (e.g.
             ``"sifa_resnet50"``) together with ``official_checkpoint`` or ``imagenet_checkpoint``.
         out_dir: the directory to write.
         num_classes: classifier size for a name / directory source (default: the source's).
@@ -873,7 +879,8 @@ def push_to_hub(
     """Upload an exported directory to the Hub as one commit; returns the :class:`huggingface_hub.CommitInfo`.
 
     Before any network call: the directory must hold :data:`REQUIRED_FILES`, its card must pass
-    :func:`validate_card` and name ``repo_id`` in its snippets (not the placeholder), and a token must be found
+    :func:`validate_card` and its snippets must name ``repo_id`` (a card exported without ``repo_id`` names the
+    ``ORG/NAME`` placeholder, which the uploaded copy replaces with ``repo_id``), and a token must be found
     (``token``, else ``huggingface_hub.get_token()``: ``HF_TOKEN`` or the saved login). Then ``create_repo``
     (``exist_ok``), ``create_branch`` when ``revision`` is a new branch, and one ``create_commit`` with every file
     (hidden files and ``__pycache__`` excluded). ``create_commit`` rather than ``upload_folder``: with ``hf_xet``
@@ -899,13 +906,12 @@ def push_to_hub(
         raise ValueError(
             f"push_to_hub: {root} lacks {', '.join(missing)}; write it with sifa_hub.publish.export_model"
         )
-    card = validate_card(root / "README.md")
-    if f'"{REPO_ID_PLACEHOLDER}"' in card.text:
-        raise ValueError(
-            f"push_to_hub: the card in {root} names the placeholder {REPO_ID_PLACEHOLDER!r}; export with "
-            f"repo_id={repo_id!r} so that its usage snippets load this repo"
-        )
-    if f'"{repo_id}"' not in card.text and f'"hf-hub:{repo_id}"' not in card.text:
+    validate_card(root / "README.md")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    # a card exported without repo_id names the placeholder in its snippets: the uploaded copy names this repo
+    readme = readme.replace(f'"hf-hub:{REPO_ID_PLACEHOLDER}"', f'"hf-hub:{repo_id}"')
+    readme = readme.replace(f'"{REPO_ID_PLACEHOLDER}"', f'"{repo_id}"')
+    if f'"{repo_id}"' not in readme and f'"hf-hub:{repo_id}"' not in readme:
         raise ValueError(
             f"push_to_hub: the card in {root} was exported for another repo; export with repo_id={repo_id!r}"
         )
@@ -923,9 +929,16 @@ def push_to_hub(
     api.create_repo(repo_id, private=private, exist_ok=True)
     if revision is not None and revision != "main":
         api.create_branch(repo_id, branch=revision, exist_ok=True)
+    operations = [
+        CommitOperationAdd(
+            path_in_repo=p.relative_to(root).as_posix(),
+            path_or_fileobj=readme.encode("utf-8") if p == root / "README.md" else str(p),
+        )
+        for p in files
+    ]
     return api.create_commit(
         repo_id,
-        [CommitOperationAdd(path_in_repo=p.relative_to(root).as_posix(), path_or_fileobj=str(p)) for p in files],
+        operations,
         commit_message=commit_message or f"Upload {arch} (sifa_hub {__version__})",
         revision=revision,
     )
@@ -946,7 +959,8 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--model",
         required=True,
         metavar="NAME_OR_CKPT",
-        help="training checkpoint dir, exported dir, or an architecture name with --from-official/--from-imagenet",
+        help="`sifa-hub train` output dir (its newest checkpoint) or checkpoint dir, exported dir, or an "
+        "architecture name with --from-official/--from-imagenet",
     )
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", metavar="DIR", help="directory to write (replaces a previous export)")

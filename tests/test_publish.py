@@ -186,6 +186,18 @@ def test_push_private_and_errors(
     with pytest.raises(RepositoryNotFoundError):
         model_info(REPO, token=False)
 
+    # a card exported without repo_id names a placeholder; the uploaded copy names the target repo
+    unnamed = tmp_path / "unnamed"
+    unnamed.mkdir()
+    for p in out.iterdir():
+        (unnamed / p.name).write_bytes(p.read_bytes())
+    (unnamed / "README.md").write_text((out / "README.md").read_text().replace(REPO, publish.REPO_ID_PLACEHOLDER))
+    publish.push_to_hub(unnamed, f"{HubServer.org}/renamed")
+    assert (
+        f'"hf-hub:{HubServer.org}/renamed"' in hub_server.read_file(f"{HubServer.org}/renamed", "README.md").decode()
+    )
+    assert publish.REPO_ID_PLACEHOLDER in (unnamed / "README.md").read_text()  # the local folder is untouched
+
     with pytest.raises(ValueError, match="ORG/NAME"):
         publish.push_to_hub(out, "no-namespace")
     with pytest.raises(ValueError, match="another repo"):
@@ -286,7 +298,9 @@ def test_export_sources(tmp_path: Path) -> None:
     save_file(model.state_dict(), ckpt / "model.safetensors")
     state = {"global_step": 10, "classes": LABELS, "config": {"model": arch, "num_frames": 8, "img_size": 32}}
     (ckpt / "trainer_state.json").write_text(json.dumps(state))
-    out = publish.export_model(ckpt, tmp_path / "from_ckpt", metrics={"top1": 50.0}, verify=False)
+    (tmp_path / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": ckpt.name}))
+    # the run's output folder stands for its newest checkpoint
+    out = publish.export_model(tmp_path, tmp_path / "from_ckpt", metrics={"top1": 50.0}, verify=False)
     reloaded = timm.create_model(f"local-dir:{out}", pretrained=True)
     torch.testing.assert_close(_logits(reloaded, clip), expected)
     assert reloaded.pretrained_cfg["label_names"] == LABELS
