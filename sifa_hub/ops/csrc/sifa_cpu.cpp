@@ -105,6 +105,12 @@ inline void sample_dot(const scalar_t* __restrict__ v0, const scalar_t* __restri
   dot_r = ar;
 }
 
+// Tasks smaller than this many channel-sample products run on the calling thread: a parallel region costs
+// more than it saves on small maps (and a scheduling quantum per call on a busy machine), as in ATen.
+constexpr int64_t kMinWorkPerChunk = 32768;
+
+inline int64_t grain(int64_t work_per_task) { return std::max<int64_t>(1, kMinWorkPerChunk / std::max<int64_t>(1, work_per_task)); }
+
 struct Geometry {
   int64_t B, C, T, H, W, K, dilation, groups, pad;
   bool softmax;
@@ -188,7 +194,7 @@ void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_c
                     scalar_t* y) {
   const int64_t C = g.C, G = g.groups, Cg = g.cg(), k2 = g.k2(), S = g.steps();
   const scalar_t inv_c = scalar_t(1) / static_cast<scalar_t>(C);
-  at::parallel_for(0, g.B * S * g.H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * S * g.H, grain(g.W * C * k2), [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> qrow(g.W * C), orow(g.W * C), samples(k2 * C), corr(k2 * G), rows(k2), cols(k2);
     std::vector<char> empty(k2);
     const Scratch<scalar_t> scratch(C);
@@ -298,7 +304,8 @@ void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_
   const int64_t n_bands = (g.H + band - 1) / band;
   for (int parity = 0; parity < 2; ++parity) {
     const int64_t bands_of_parity = (n_bands - parity + 1) / 2;
-    at::parallel_for(0, g.B * S * bands_of_parity, 1, [&](int64_t begin, int64_t end) {
+    const int64_t work = std::min(band, g.H) * g.W * C * k2 * 3;  // backward ≈ 3 forward passes
+    at::parallel_for(0, g.B * S * bands_of_parity, grain(work), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> qrow(g.W * C), grow(g.W * C), dqrow(g.W * C), samples(k2 * C);
       std::vector<scalar_t> weight(k2 * G), grad_w(k2 * G), rows(k2), cols(k2);
       std::vector<Corners<scalar_t>> cs(k2);
