@@ -82,6 +82,10 @@ class TrainConfig:
     )
     val_data: str | None = field(default=None, metadata={"help": "validation folder or list file"})
     data_root: str | None = field(default=None, metadata={"help": "root directory for relative paths in list files"})
+    classes_file: str | None = field(
+        default=None,
+        metadata={"help": "class names, one per line, for list files (default: classes.txt beside the list file)"},
+    )
     val_fraction: float = field(
         default=0.1, metadata={"help": "held-out fraction when a folder has no val/ split and no --val-data"}
     )
@@ -620,7 +624,14 @@ def build_datasets(
         if os.path.isdir(path):
             return D.VideoFolderDataset(path, skip_bad=True, **kw)
         if os.path.isfile(path):
-            return D.VideoListDataset(path, root=cfg.data_root, skip_bad=True, **kw)
+            names_file = cfg.classes_file or os.path.join(os.path.dirname(os.path.abspath(path)), "classes.txt")
+            names = None
+            if os.path.isfile(names_file):
+                with open(names_file) as f:
+                    names = [line.strip() for line in f if line.strip()]
+            elif cfg.classes_file:
+                raise ValueError(f"classes file {cfg.classes_file!r} does not exist")
+            return D.VideoListDataset(path, root=cfg.data_root, skip_bad=True, classes=names, **kw)
         raise ValueError(f"data {path!r} is neither 'motion', a folder nor a list file")
 
     if cfg.val_data is not None:

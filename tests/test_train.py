@@ -241,6 +241,31 @@ def test_ddp_two_ranks_gloo(tmp_path):
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()  # rank 0 exported
 
 
+def test_train_on_video_files_with_multi_view_eval(tmp_path):
+    """Folder (train/ + val/ splits) and list-file data decode real mp4s; eval uses 2 clips x 3 crops."""
+    from sifa_hub.data import MOTION_CLASSES, write_motion_dataset
+
+    root = tmp_path / "videos"
+    write_motion_dataset(root, 16, num_frames=6, size=16, seed=1, split_name="train")
+    write_motion_dataset(root, 8, num_frames=6, size=16, seed=2, split_name="val")
+    common = dict(epochs=1, motion_train_samples=1, eval_clips=2, eval_crops=3, **TINY)
+    folder = train(TrainConfig(model="c2d_resnet_pico", data=str(root), output_dir=str(tmp_path / "f"), **common))
+    assert folder["classes"] == sorted(MOTION_CLASSES)  # class sub-folders, sorted
+    assert folder["final"]["num_samples"] == 8
+    assert folder["history"][0]["val"]["clips_per_s"] > 0
+    listed = train(
+        TrainConfig(
+            model="c2d_resnet_pico",
+            data=str(root / "train.txt"),
+            val_data=str(root / "val.txt"),
+            output_dir=str(tmp_path / "l"),
+            **common,
+        )
+    )
+    assert listed["classes"] == list(MOTION_CLASSES)  # from classes.txt beside the list files
+    assert listed["final"]["num_samples"] == 8
+
+
 def test_dist_context_defaults():
     ctx = DistContext()
     assert not ctx.distributed and ctx.is_main
