@@ -176,6 +176,20 @@ def test_auto_selects_fused_cpu_kernel() -> None:
     assert selected_backend("cuda")[0] in ("triton", "torch")
 
 
+def test_auto_falls_back_to_torch_without_build_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sifa_hub.ops import cpu
+
+    monkeypatch.setitem(cpu._STATE, "module", None)
+    monkeypatch.setitem(cpu._STATE, "error", "ninja not found (pip install ninja)")
+    name, why = selected_backend("cpu")
+    assert name == "torch" and "ninja" in why
+    assert available_backends("cpu")["cpu"] == (False, "ninja not found (pip install ninja)")
+    x = torch.randn(1, 4, 3, 4, 4)
+    torch.testing.assert_close(sifa_attention(x), sifa_attention(x, backend="torch"))
+    with pytest.raises(ValueError, match="ninja"):
+        sifa_attention(x, backend="cpu")
+
+
 def test_forced_backend_on_wrong_device_raises() -> None:
     with pytest.raises(ValueError, match="triton"):
         sifa_attention(torch.randn(1, 4, 2, 3, 3), backend="triton")

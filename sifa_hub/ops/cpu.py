@@ -1,6 +1,6 @@
 """Fused CPU backend: a C++ kernel (``csrc/sifa_cpu.cpp``) built on first use.
 
-The extension is compiled with ``torch.utils.cpp_extension.load`` (``-O3 -fopenmp``, plus ``-mavx2 -mfma``
+The extension is compiled with ``torch.utils.cpp_extension.load`` (``-O3 -fopenmp``, plus AVX-512 or AVX2/FMA
 when this CPU has them; the instruction set is part of the extension's name, so a cache shared between
 machines never serves a build to a CPU that cannot run it) and cached under ``TORCH_EXTENSIONS_DIR``. Nothing
 is built at import time. The build needs a C++ compiler and ``ninja``; ninja is looked up on ``PATH`` and
@@ -46,7 +46,11 @@ def _build_config() -> tuple[str, list[str]]:
     """Extension name and compiler flags for this CPU."""
     cflags = ["-O3", "-fopenmp"]
     name = "sifa_hub_cpu_v1"
-    if {"avx2", "fma"} <= _cpu_flags():
+    flags = _cpu_flags()
+    if {"avx512f", "avx512vl", "avx2", "fma"} <= flags:
+        cflags += ["-mavx512f", "-mavx512vl", "-mavx2", "-mfma", "-mprefer-vector-width=512"]
+        name += "_avx512"
+    elif {"avx2", "fma"} <= flags:
         cflags += ["-mavx2", "-mfma"]
         name += "_avx2"
     return name, cflags
