@@ -103,3 +103,14 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="C=4"):
         module(torch.randn(1, 4, 5, 5))
     assert "learn_offsets=True" in repr(module)
+
+
+def test_module_traces_into_one_graph_with_the_fused_op() -> None:
+    module = SIFA(4)
+    torch.nn.init.normal_(module.conv_offset.weight, std=0.1)
+    x = torch.randn(1, 4, 3, 5, 5)
+    module(x)  # eager call first: builds/loads the C++ kernel that "auto" picks while tracing
+    explanation = torch._dynamo.explain(module)(x)
+    assert explanation.graph_break_count == 0
+    targets = [str(node.target) for graph in explanation.graphs for node in graph.graph.nodes]
+    assert any("sifa_hub.cpu_forward" in t for t in targets)

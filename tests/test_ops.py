@@ -179,8 +179,8 @@ def test_auto_selects_fused_cpu_kernel() -> None:
 def test_auto_falls_back_to_torch_without_build_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     from sifa_hub.ops import cpu
 
-    monkeypatch.setitem(cpu._STATE, "module", None)
-    monkeypatch.setitem(cpu._STATE, "error", "ninja not found (pip install ninja)")
+    monkeypatch.setattr(cpu._STATE, "module", None)
+    monkeypatch.setattr(cpu._STATE, "error", "ninja not found (pip install ninja)")
     name, why = selected_backend("cpu")
     assert name == "torch" and "ninja" in why
     assert available_backends("cpu")["cpu"] == (False, "ninja not found (pip install ninja)")

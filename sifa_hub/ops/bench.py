@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import os
 import statistics
 import time
@@ -150,7 +151,7 @@ def _methods(channels: int, device: torch.device) -> dict[str, Callable[[torch.T
     fused = "triton" if device.type == "cuda" else "cpu"
     dw3d = torch.nn.Conv3d(channels, channels, (1, 3, 3), padding=(0, 1, 1), groups=channels, bias=False)
     dw2d = torch.nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
-    dw3d, dw2d = dw3d.to(device), dw2d.to(device, memory_format=torch.channels_last)
+    dw3d, dw2d = dw3d.to(device), dw2d.to(device).to(memory_format=torch.channels_last)
 
     def dw2d_cl(a: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         # The fastest depthwise 3×3 in PyTorch: Conv2d on the frames as a channels-last (B·T, C, H, W) batch;
@@ -222,10 +223,11 @@ def run(args: argparse.Namespace) -> list[dict]:
         mem = {}
         for key in ("naive", "torch", "fused", "dw3d"):
             xg, og = x.clone().requires_grad_(), off.clone().requires_grad_()
-            entry = {"saved": _saved_bytes(lambda op=ops[key], a=xg, o=og: op(a, o)) / fmap}
+            op = ops[key]
+            entry = {"saved": _saved_bytes(functools.partial(op, xg, og)) / fmap}
             if measure_peak:
                 xg, og = x.clone().requires_grad_(), off.clone().requires_grad_()
-                peak = _peak_bytes(lambda op=ops[key], a=xg, o=og: op(a, o), device)
+                peak = _peak_bytes(functools.partial(op, xg, og), device)
                 unavoidable = 2 * fmap + (og.nbytes if key != "dw3d" else 0)  # y, grad x, grad offsets
                 entry["peak"] = peak / fmap
                 entry["work"] = (peak - unavoidable) / fmap

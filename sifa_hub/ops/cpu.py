@@ -21,13 +21,22 @@ from torch import Tensor
 
 from .custom_ops import register_fused_op
 
-__all__ = ["cpu_status", "load_extension", "sifa_attention_cpu"]
+__all__ = ["cpu_loaded", "cpu_status", "load_extension", "sifa_attention_cpu"]
 
 logger = logging.getLogger(__name__)
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "sifa_cpu.cpp")
 _LOCK = threading.Lock()
-_STATE: dict[str, object] = {"module": None, "error": None}
+
+
+class _BuildState:
+    """The loaded extension, or why it could not be built (``None``, ``None`` before the first try)."""
+
+    module: ModuleType | None = None
+    error: str | None = None
+
+
+_STATE = _BuildState()
 
 
 def _cpu_flags() -> set[str]:
@@ -73,25 +82,30 @@ def _find_build_tools() -> str | None:
 def load_extension() -> ModuleType | None:
     """Build (first call) or load the C++ extension; ``None`` if it cannot be built (see :func:`cpu_status`)."""
     with _LOCK:
-        if _STATE["module"] is not None or _STATE["error"] is not None:
-            return _STATE["module"]  # type: ignore[return-value]
+        if _STATE.module is not None or _STATE.error is not None:
+            return _STATE.module
         problem = _find_build_tools()
         if problem is not None:
-            _STATE["error"] = problem
+            _STATE.error = problem
             return None
         from torch.utils.cpp_extension import load
 
         name, cflags = _build_config()
         try:
-            _STATE["module"] = load(
+            _STATE.module = load(
                 name=name, sources=[_SOURCE], extra_cflags=cflags, extra_ldflags=["-fopenmp"], verbose=False
             )
         except Exception as e:  # compiler errors, missing headers, ...: fall back, remember why
             lines = str(e).strip().splitlines() or [""]
             first_error = next((line for line in lines if "error" in line), lines[-1])
-            _STATE["error"] = f"build failed: {type(e).__name__}: {first_error.strip()[:300]}"
-            logger.warning("sifa_hub: fused CPU kernel unavailable (%s)", _STATE["error"])
-        return _STATE["module"]  # type: ignore[return-value]
+            _STATE.error = f"build failed: {type(e).__name__}: {first_error.strip()[:300]}"
+            logger.warning("sifa_hub: fused CPU kernel unavailable (%s)", _STATE.error)
+        return _STATE.module
+
+
+def cpu_loaded() -> bool:
+    """Whether the C++ extension is loaded (no build attempt, no file system access: safe while tracing)."""
+    return _STATE.module is not None
 
 
 def cpu_status(build: bool = False) -> tuple[bool | None, str]:
@@ -105,10 +119,10 @@ def cpu_status(build: bool = False) -> tuple[bool | None, str]:
     """
     if build:
         load_extension()
-    if _STATE["module"] is not None:
+    if _STATE.module is not None:
         return True, f"C++ extension {_build_config()[0]} loaded"
-    if _STATE["error"] is not None:
-        return False, str(_STATE["error"])
+    if _STATE.error is not None:
+        return False, str(_STATE.error)
     problem = _find_build_tools()
     if problem is not None:
         return False, problem
@@ -118,7 +132,7 @@ def cpu_status(build: bool = False) -> tuple[bool | None, str]:
 def _extension() -> ModuleType:
     module = load_extension()
     if module is None:
-        raise RuntimeError(f"sifa_attention: the fused CPU kernel is unavailable: {_STATE['error']}")
+        raise RuntimeError(f"sifa_attention: the fused CPU kernel is unavailable: {_STATE.error}")
     return module
 
 

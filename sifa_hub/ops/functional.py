@@ -9,7 +9,9 @@ Backends (``backend=``):
                      under ``TRITON_INTERPRET=1``).
     ``"auto"``       CUDA: ``triton`` if importable, else ``torch``; CPU: ``cpu`` if the C++ kernel builds, else
                      ``torch``. :func:`selected_backend` says which one runs and why; the choice is logged once
-                     per device type.
+                     per device type. Under ``torch.compile`` (no build while tracing) CPU inputs use the C++
+                     kernel if it is already loaded: run the model once eagerly or call
+                     ``selected_backend("cpu")`` before compiling.
 
 Every backend supports ``normalize="softmax"``.
 
@@ -23,7 +25,7 @@ import logging
 
 import torch
 
-from .cpu import cpu_status, sifa_attention_cpu
+from .cpu import cpu_loaded, cpu_status, sifa_attention_cpu
 from .reference import sifa_attention_reference
 from .torch_backend import sifa_attention_torch
 from .triton_backend import sifa_attention_triton, triton_status
@@ -124,17 +126,17 @@ def selected_backend(device: torch.device | str = "cpu") -> tuple[str, str]:
         ok, why = triton_status(device)
         return ("triton", why) if ok else ("torch", f"fallback: {why}")
     if device.type == "cpu":
-        ok, why = cpu_status(build=True)
-        return ("cpu", why) if ok else ("torch", f"fallback: fused CPU kernel unavailable ({why})")
+        loaded, why = cpu_status(build=True)
+        return ("cpu", why) if loaded else ("torch", f"fallback: fused CPU kernel unavailable ({why})")
     return "torch", f"no fused kernel for {device.type} tensors"
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
-        if torch.compiler.is_compiling():  # the choice is made (and the extension built) before tracing
-            return (
-                "cpu" if device.type == "cpu" and cpu_status()[0] else "triton" if device.type == "cuda" else "torch"
-            )
+        if torch.compiler.is_compiling():  # no file system look-ups while tracing: use what is already loaded
+            if device.type == "cuda":
+                return "triton"
+            return "cpu" if device.type == "cpu" and cpu_loaded() else "torch"
         name, why = selected_backend(device)
         if device.type not in _LOGGED:
             _LOGGED.add(device.type)

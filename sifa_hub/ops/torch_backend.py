@@ -73,14 +73,12 @@ class _Sampler:
         return F.grid_sample(self.keys, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
     def backward(
-        self, grad_samples: torch.Tensor, grid: torch.Tensor, need_keys: bool, need_grid: bool
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Gradients of ``sample`` to the (unpadded) key frames ``(N, C, H, W)`` and to the pixel offsets
-        ``(N, 2, H, W)`` (row, column)."""
-        gk, gg = torch.ops.aten.grid_sampler_2d_backward(
-            grad_samples, self.keys, grid, 0, 0, True, [need_keys, need_grid]
-        )
-        if need_keys and (self.pad_h or self.pad_w):
+        self, grad_samples: torch.Tensor, grid: torch.Tensor, need_grid: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Gradients of ``sample`` to the (unpadded) key frames ``(N, C, H, W)`` and, if ``need_grid``, to the
+        pixel offsets ``(N, 2, H, W)`` (row, column)."""
+        gk, gg = torch.ops.aten.grid_sampler_2d_backward(grad_samples, self.keys, grid, 0, 0, True, [True, need_grid])
+        if self.pad_h or self.pad_w:
             gk = gk[:, :, : self.shape[1], : self.shape[2]]
         goff = None
         if need_grid:
@@ -160,7 +158,7 @@ class _SifaFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, offsets = ctx.saved_tensors
         kernel_size, dilation, groups, softmax = ctx.config
-        need_x, need_off = ctx.needs_input_grad[0], offsets is not None and ctx.needs_input_grad[1]
+        need_off = offsets is not None and ctx.needs_input_grad[1]
         b, c = x.shape[:2]
         k2 = kernel_size * kernel_size
         q = _frames_to_batch(x[:, :, :-1])  # (N, C, H, W)
@@ -178,9 +176,9 @@ class _SifaFunction(torch.autograd.Function):
             scale = _softmax_scale(c, groups)
             weights = torch.softmax(corr * scale, dim=1)
             grad_corr = scale * weights * (grad_w - (weights * grad_w).sum(1, keepdim=True))
-        grad_q = torch.zeros_like(q) if need_x else None
-        grad_keys = torch.zeros_like(q) if need_x else None
-        grad_off = q.new_zeros(q.shape[0], 2 * k2, *q.shape[2:]) if need_off else None
+        grad_q = torch.zeros_like(q)
+        grad_keys = torch.zeros_like(q)
+        grad_off = q.new_zeros(q.shape[0], 2 * k2, *q.shape[2:]) if need_off else q.new_empty(0)
         for k in range(k2):
             grid = sampler.grid(k)
             s = sampler.sample(grid)  # (N, C, H, W)
@@ -191,21 +189,15 @@ class _SifaFunction(torch.autograd.Function):
                 gc_k = _group_sum(g * s, groups)
             gc_k = _expand_groups(gc_k / c, c)  # (N, C, H, W): d loss / d(q·s) per channel
             grad_s = _expand_groups(w_k, c) * g + gc_k * q  # (N, C, H, W)
-            if need_x:
-                grad_q.addcmul_(gc_k, s)
-            gk, go = sampler.backward(grad_s, grid, need_x, need_off)
-            if need_x:
-                grad_keys += gk
-            if need_off:
+            grad_q.addcmul_(gc_k, s)
+            gk, go = sampler.backward(grad_s, grid, need_off)
+            grad_keys += gk
+            if go is not None:
                 grad_off[:, 2 * k : 2 * k + 2] = go
-        grad_x = None
-        if need_x:
-            grad_x = torch.zeros_like(x)
-            grad_x[:, :, :-1] = _batch_to_frames(grad_q, b)
-            grad_x[:, :, 1:] += _batch_to_frames(grad_keys, b)
-        if need_off:
-            grad_off = _batch_to_frames(grad_off, b)
-        return grad_x, grad_off, None, None, None, None
+        grad_x = torch.zeros_like(x)
+        grad_x[:, :, :-1] = _batch_to_frames(grad_q, b)
+        grad_x[:, :, 1:] += _batch_to_frames(grad_keys, b)
+        return grad_x, _batch_to_frames(grad_off, b) if need_off else None, None, None, None, None
 
 
 def sifa_attention_torch(

@@ -117,12 +117,12 @@ def _backward(
     x = x.contiguous()
     grad_y = grad_y.to(x.dtype).contiguous()
     off = None if offsets is None else offsets.contiguous()
-    need_offsets = need_offsets and off is not None
     keys = _keys(x)
     grad_x = torch.empty_like(x)
     grad_x[:, :, -1].zero_()
     grad_keys = torch.zeros_like(keys)
-    grad_off = torch.empty_like(off) if need_offsets else x.new_empty(0)
+    need_offsets = need_offsets and off is not None
+    grad_off = torch.empty_like(off) if off is not None and need_offsets else x.new_empty(0)
     _kernels().backward[_grid(x)](
         x, keys, x if off is None else off, grad_y, grad_x, grad_keys, grad_off if need_offsets else x,
         HAS_OFF=off is not None, NEED_OFF=need_offsets, SOFTMAX=softmax, **_config(x, kernel_size, dilation, groups),
