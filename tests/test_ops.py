@@ -124,6 +124,30 @@ def test_deterministic(backend: str) -> None:
         assert torch.equal(a, b)
 
 
+def test_cpu_kernel_is_bitwise_thread_count_invariant() -> None:
+    # Tall maps so the backward's scatter runs in several row bands; a few offsets far outside the frame.
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 32, 3, 40, 12, generator=gen, requires_grad=True)
+    off = torch.randn(2, 18, 2, 40, 12, generator=gen) * 1.5
+    off[0, 4, 0, :3] = 1e9
+    off.requires_grad_()
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            x.grad = off.grad = None
+            y = sifa_attention(x, off, backend="cpu")
+            y.square().sum().backward()
+            results.append((y.detach(), x.grad, off.grad))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    want = sifa_attention(x.detach().double(), off.detach().double(), backend="reference")
+    torch.testing.assert_close(results[0][0].double(), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["auto", *FAST_BACKENDS])
 def test_bfloat16_autocast_runs(backend: str) -> None:
     x = torch.randn(1, 8, 3, 5, 5)
