@@ -169,7 +169,11 @@ inline void gather_row(const Geometry& g, const scalar_t* src, int64_t b, int64_
     for (int64_t i = 0; i < n; ++i) rows[i] = src + ((b * g.C + c0 + i) * g.T + step) * g.H * g.W + h * g.W;
     for (int64_t w = 0; w < g.W; ++w) {
       scalar_t* d = dst + w * g.C + c0;
-      for (int64_t i = 0; i < n; ++i) d[i] = rows[i][w];
+      if (n == kTile) {
+        for (int64_t i = 0; i < kTile; ++i) d[i] = rows[i][w];  // fixed trip count: unrolled
+      } else {
+        for (int64_t i = 0; i < n; ++i) d[i] = rows[i][w];
+      }
     }
   }
 }
@@ -184,7 +188,11 @@ inline void scatter_row(const Geometry& g, const scalar_t* src, int64_t b, int64
     for (int64_t i = 0; i < n; ++i) rows[i] = dst + ((b * g.C + c0 + i) * g.T + step) * g.H * g.W + h * g.W;
     for (int64_t w = 0; w < g.W; ++w) {
       const scalar_t* s = src + w * g.C + c0;
-      for (int64_t i = 0; i < n; ++i) rows[i][w] = s[i];
+      if (n == kTile) {
+        for (int64_t i = 0; i < kTile; ++i) rows[i][w] = s[i];
+      } else {
+        for (int64_t i = 0; i < n; ++i) rows[i][w] = s[i];
+      }
     }
   }
 }
