@@ -149,7 +149,7 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-_FUSED = {"torch": sifa_attention_torch, "cpu": sifa_attention_cpu, "triton": sifa_attention_triton}
+_IMPLS = {"torch": sifa_attention_torch, "cpu": sifa_attention_cpu, "triton": sifa_attention_triton}
 
 
 def sifa_attention(
@@ -192,7 +192,7 @@ def sifa_attention(
         return torch.zeros_like(x)
     if offsets is not None and offsets.shape[2] == t:
         offsets = offsets[:, :, 1:]  # frame 0's offsets are unused
-    impl = _FUSED[_resolve_backend(backend, x.device)]
+    impl = _IMPLS[_resolve_backend(backend, x.device)]
     in_dtype = x.dtype
     if in_dtype not in (torch.float32, torch.float64):  # half precision (autocast): compute in float32
         x = x.float()
