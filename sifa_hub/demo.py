@@ -48,6 +48,9 @@ class DemoConfig:
     num_frames: int = field(default=8, metadata={"help": "frames per clip"})
     img_size: int = field(default=32, metadata={"help": "frame side in pixels"})
     seed: int = field(default=0, metadata={"help": "seed of data, initialisation and order"})
+    threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads (default: torch's, one per core; use 1 on a busy machine)"}
+    )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def validate(self) -> None:
@@ -59,6 +62,8 @@ class DemoConfig:
                 raise ValueError(f"DemoConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.num_frames < 2:
             raise ValueError(f"num_frames must be >= 2 (motion needs two frames), got {self.num_frames}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
@@ -144,13 +149,23 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     ``config.json``, ``README.md`` card draft, transformers and torch.hub files), ``<c2d model>/``, ``runs/`` (training
     checkpoints and metrics) and ``samples/`` (one mp4 per class, for ``sifa-hub predict`` / ``explain``).
     """
+    cfg.validate()
+    previous_threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_demo(cfg)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     import timm
 
     from .data import write_video
     from .explain import _display_frames, explain_clip
     from .predict import load_model
 
-    cfg.validate()
     start = time.perf_counter()
     sifa_name, c2d_name = FAMILIES[cfg.family]
     lr = cfg.lr if cfg.lr is not None else _FAMILY_LR[cfg.family]

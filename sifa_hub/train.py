@@ -1122,6 +1122,8 @@ def train(cfg: TrainConfig, *, datasets: tuple[Dataset, Dataset, Sequence[str]] 
         "model_dir": None,
     }
     if ctx.is_main:
+        metrics_file = os.path.join(cfg.output_dir, "metrics.json")
+        write_json_atomic(metrics_file, metrics)  # first, so a failing export loses no result
         if metrics["completed"]:
             model.eval()
             metrics["model_dir"] = export_trained_model(
@@ -1130,6 +1132,6 @@ def train(cfg: TrainConfig, *, datasets: tuple[Dataset, Dataset, Sequence[str]] 
                 classes=classes,
                 metrics={"final": metrics["final"], "config": {"data": cfg.data}},
             )
-        write_json_atomic(os.path.join(cfg.output_dir, "metrics.json"), metrics)
+            write_json_atomic(metrics_file, metrics)
     ctx.barrier()
     return metrics
