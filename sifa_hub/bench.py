@@ -778,6 +778,7 @@ def run_benchmarks(
     config: BenchConfig,
     specs: dict[str, ModelSpec] | None = None,
     log: Callable[[str], None] = print,
+    on_model_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run every model of ``config`` in this process.
 
@@ -785,6 +786,7 @@ def run_benchmarks(
         config: what to run.
         specs: specs to use instead of :func:`spec_for` (by name).
         log: progress sink.
+        on_model_done: called with the run so far after every model (e.g. to write partial reports).
 
     Returns:
         ``{"specs", "infos", "results", "profile", "meta"}``, the input of :func:`format_report`.
@@ -797,13 +799,17 @@ def run_benchmarks(
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _run(config, resolved, device, log)
+        return _run(config, resolved, device, log, on_model_done)
     finally:
         torch.set_num_threads(threads)
 
 
 def _run(
-    config: BenchConfig, resolved: dict[str, ModelSpec], device: torch.device, log: Callable[[str], None]
+    config: BenchConfig,
+    resolved: dict[str, ModelSpec],
+    device: torch.device,
+    log: Callable[[str], None],
+    on_model_done: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(config.seed)
     clip = torch.randn(max(config.batch_sizes), 3, config.frames, config.size, config.size, generator=gen).to(device)
@@ -813,6 +819,11 @@ def _run(
     infos: list[ModelInfo] = []
     results: list[Result] = []
     profile: dict[str, Any] | None = None
+
+    def snapshot() -> dict[str, Any]:
+        meta.update(load_after=_loadavg(), total_s=time.perf_counter() - start, config=dataclasses.asdict(config))
+        return {"specs": resolved, "infos": infos, "results": results, "profile": profile, "meta": meta}
+
     for name in config.models:
         spec = resolved[name]
         info = ModelInfo(name)
@@ -856,10 +867,9 @@ def _run(
         log(f"[{name}] done in {info.wall_s:.1f} s")
         del model
         _free(device)
-    meta["load_after"] = _loadavg()
-    meta["total_s"] = time.perf_counter() - start
-    meta["config"] = dataclasses.asdict(config)
-    return {"specs": resolved, "infos": infos, "results": results, "profile": profile, "meta": meta}
+        if on_model_done is not None:
+            on_model_done(snapshot())
+    return snapshot()
 
 
 def _loadavg() -> str:
@@ -1234,21 +1244,27 @@ def main(argv: Sequence[str] | None = None, specs: dict[str, ModelSpec] | None =
     """Command-line entry point (``sifa-hub bench models``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def save(run: dict[str, Any], final: bool = False) -> None:
+        report = format_report(run)
+        if not final:
+            report = f"**Partial run: {len(run['infos'])} of {len(config.models)} models done.**\n\n{report}"
+        if args.out:
+            write_report(args.out, report)
+        if args.json:
+            directory = os.path.dirname(os.path.abspath(args.json))
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".bench-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(_json_ready(run), f, indent=1, default=str)
+            os.replace(tmp, args.json)
+
     try:
         config = config_from_args(args)
-        run = run_benchmarks(config, specs)
+        run = run_benchmarks(config, specs, on_model_done=save)
     except ValueError as e:
         parser.error(str(e))
-    report = format_report(run)
-    print(report)
-    if args.out:
-        write_report(args.out, report)
-    if args.json:
-        directory = os.path.dirname(os.path.abspath(args.json))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".bench-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_json_ready(run), f, indent=1, default=str)
-        os.replace(tmp, args.json)
+    save(run, final=True)
+    print(format_report(run))
     return 0
 
 
