@@ -532,6 +532,7 @@ class BenchConfig:
     modes: list[str]
     repeats: int = 5
     train_repeats: int = 3
+    train_batch_sizes: list[int] | None = None  # None: every batch size
     budget: bool = True
     frames: int = 16
     size: int = 224
@@ -557,6 +558,8 @@ def plan_settings(spec: ModelSpec, config: BenchConfig) -> list[tuple[str, int, 
     for mode in config.modes:
         for batch in config.batch_sizes:
             for i, dtype in enumerate(config.dtypes):
+                if mode == "train" and config.train_batch_sizes and batch not in config.train_batch_sizes:
+                    continue
                 if not config.budget:
                     plan.append((mode, batch, dtype, config.repeats if mode == "infer" else config.train_repeats))
                     continue
@@ -1187,6 +1190,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", type=_csv(str), default=["infer", "train"], help="infer and/or train")
     parser.add_argument("--repeats", type=int, default=5, help="timed inference calls after warm-up (default 5)")
     parser.add_argument("--train-repeats", type=int, default=3, help="timed training steps (default 3)")
+    parser.add_argument("--train-batch-sizes", type=_csv(int), help="batch sizes that train (default: all)")
     parser.add_argument(
         "--no-budget",
         dest="budget",
@@ -1229,6 +1233,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         modes=args.modes,
         repeats=args.repeats,
         train_repeats=args.train_repeats,
+        train_batch_sizes=args.train_batch_sizes,
         budget=args.budget,
         frames=args.frames,
         size=args.size,
