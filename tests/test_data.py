@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from sifa_hub.data import (
-    ALL_MOTION_CLASSES,
     MOTION_CLASSES,
     MOTION_PAIRS,
+    TRANSLATION_CLASSES,
     MotionDataset,
     VideoDecodeError,
     VideoFolderDataset,
@@ -218,7 +218,7 @@ def test_multi_crop_views() -> None:
 @pytest.fixture(scope="module")
 def motion_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("motion")
-    list_file = write_motion_dataset(root, 16, seed=3, split_name="val")
+    list_file = write_motion_dataset(root, 16, seed=3, split_name="val", classes=TRANSLATION_CLASSES)
     return root, list_file
 
 
@@ -227,8 +227,8 @@ def test_write_motion_dataset_and_list_dataset(motion_root: tuple[Path, Path]) -
     assert list_file == root / "val.txt"
     lines = list_file.read_text().splitlines()
     assert len(lines) == 16 and lines[0] == "val/left/000000.mp4 0" and lines[5] == "val/right/000005.mp4 1"
-    assert (root / "classes.txt").read_text().split() == list(MOTION_CLASSES)
-    reference = MotionDataset(16, seed=3)
+    assert (root / "classes.txt").read_text().split() == list(TRANSLATION_CLASSES)
+    reference = MotionDataset(16, seed=3, classes=4)
     frames, _ = decode_video(root / "val/up/000002.mp4")
     assert frames.shape == (8, 32, 32, 3)
     # H.264 yuv420p drops the pixel-level chroma grain; at 4x4 blocks the decoded clip matches the rendered one.
@@ -237,8 +237,8 @@ def test_write_motion_dataset_and_list_dataset(motion_root: tuple[Path, Path]) -
         for x in (frames, reference.clip_uint8(2), reference.clip_uint8(3))
     )
     assert (decoded - same).abs().mean() < 6 < 12 < (other - same).abs().mean()
-    dataset = VideoListDataset(list_file, num_frames=8, classes=MOTION_CLASSES, train=False)
-    assert len(dataset) == 16 and dataset.classes == list(MOTION_CLASSES)
+    dataset = VideoListDataset(list_file, num_frames=8, classes=TRANSLATION_CLASSES, train=False)
+    assert len(dataset) == 16 and dataset.classes == list(TRANSLATION_CLASSES)
     video, label = dataset[6]
     assert video.shape == (3, 8, 32, 32) and label == 2 and video.min() >= 0 and video.max() <= 1
 
@@ -259,7 +259,7 @@ def test_list_dataset_label_names_and_errors(tmp_path: Path, bar_mp4: Path) -> N
 def test_folder_dataset_multi_clip_uniform(motion_root: tuple[Path, Path]) -> None:
     root, _ = motion_root
     dataset = VideoFolderDataset(root / "val", num_frames=4, sampling="uniform", train=False, num_clips=2)
-    assert dataset.classes == sorted(MOTION_CLASSES) and len(dataset) == 16
+    assert dataset.classes == sorted(TRANSLATION_CLASSES) and len(dataset) == 16
     video, label = dataset[0]
     assert video.shape == (2, 3, 4, 32, 32) and dataset.classes[label] == "down"
     with pytest.raises(ValueError, match="num_clips"):
@@ -306,10 +306,10 @@ def test_skip_bad_all_bad_raises(tmp_path: Path) -> None:
 
 
 def test_motion_classes_are_time_reversal_pairs() -> None:
-    assert len(ALL_MOTION_CLASSES) == 8 and tuple(c for pair in MOTION_PAIRS for c in pair) == ALL_MOTION_CLASSES
-    assert MOTION_CLASSES == ("left", "right", "up", "down")
-    assert MotionDataset(8).pairs == [(0, 1), (2, 3)]
-    assert MotionDataset(8, classes=ALL_MOTION_CLASSES).pairs == [(0, 1), (2, 3), (4, 5), (6, 7)]
+    assert len(MOTION_CLASSES) == 8 and tuple(c for pair in MOTION_PAIRS for c in pair) == MOTION_CLASSES
+    assert TRANSLATION_CLASSES == ("left", "right", "up", "down")
+    assert MotionDataset(8).pairs == [(0, 1), (2, 3), (4, 5), (6, 7)]
+    assert MotionDataset(8, classes=TRANSLATION_CLASSES).pairs == [(0, 1), (2, 3)]
 
 
 def test_motion_dataset_deterministic_and_balanced() -> None:
@@ -320,9 +320,9 @@ def test_motion_dataset_deterministic_and_balanced() -> None:
     assert video.shape == (3, 8, 32, 32) and video.dtype == torch.float32 and label == 1
     assert torch.equal(video, b[9][0]) and not torch.equal(a.clip_uint8(9), c.clip_uint8(9))
     assert torch.equal(a.clips_uint8([3, 9, 17])[1], a.clip_uint8(9))  # batched == one by one
-    assert np.bincount([a[i][1] for i in range(24)]).tolist() == [6] * 4
-    assert a.num_classes == 4 and a.classes == list(MOTION_CLASSES)
-    assert np.bincount([MotionDataset(24, classes=8).label(i) for i in range(24)]).tolist() == [3] * 8
+    assert np.bincount([a[i][1] for i in range(24)]).tolist() == [3] * 8
+    assert a.num_classes == 8 and a.classes == list(MOTION_CLASSES)
+    assert np.bincount([MotionDataset(24, classes=4).label(i) for i in range(24)]).tolist() == [6] * 4
     # Normalisation with the dataset's mean / std.
     raw = MotionDataset(24, seed=5, normalize=False)[9][0]
     mean, std = torch.tensor(a.mean).view(3, 1, 1, 1), torch.tensor(a.std).view(3, 1, 1, 1)
@@ -333,7 +333,7 @@ def test_motion_dataset_deterministic_and_balanced() -> None:
 
 
 def test_motion_statistics_match_declared_mean_std() -> None:
-    dataset = MotionDataset(256, seed=11, classes=ALL_MOTION_CLASSES)
+    dataset = MotionDataset(256, seed=11)
     pixels = dataset.clips_uint8(range(256)).float().div(255).reshape(-1, 3)
     assert torch.allclose(pixels.mean(0), torch.tensor(dataset.mean), atol=0.03)
     assert torch.allclose(pixels.std(0), torch.tensor(dataset.std), atol=0.03)
@@ -362,7 +362,7 @@ def test_motion_pair_clips_are_exact_time_reversals(pair: tuple[str, str]) -> No
 
 def test_motion_frame_sets_match_within_pairs() -> None:
     """Frame-set statistics (time-pooled) of the two classes of a pair have the same distribution."""
-    dataset = MotionDataset(8 * 48, seed=2, normalize=False, classes=ALL_MOTION_CLASSES)
+    dataset = MotionDataset(8 * 48, seed=2, normalize=False)
     clips = dataset.clips_uint8(range(len(dataset))).float()  # (N, T, S, S, 3)
     labels = torch.arange(len(dataset)) % 8
     # A time-pooled, frame-wise statistic: mean over frames of each frame's per-channel spatial std.

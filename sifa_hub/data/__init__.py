@@ -3,11 +3,11 @@
 from .datasets import VIDEO_EXTENSIONS, VideoFolderDataset, VideoListDataset
 from .decode import VideoDecodeError, decode_video, write_video
 from .motion import (
-    ALL_MOTION_CLASSES,
     MOTION_CLASSES,
     MOTION_MEAN,
     MOTION_PAIRS,
     MOTION_STD,
+    TRANSLATION_CLASSES,
     MotionDataset,
     render_motion_clips,
     write_motion_dataset,
@@ -16,12 +16,12 @@ from .sampling import dense_indices, multi_clip_indices, multi_uniform_indices, 
 from .transforms import VideoTransform, build_transform, multi_crop_views, to_float_cthw, to_tchw
 
 __all__ = [
-    "ALL_MOTION_CLASSES",
     "MOTION_CLASSES",
     "MOTION_MEAN",
     "MOTION_PAIRS",
     "MOTION_STD",
     "VIDEO_EXTENSIONS",
+    "TRANSLATION_CLASSES",
     "MotionDataset",
     "VideoDecodeError",
     "VideoFolderDataset",
