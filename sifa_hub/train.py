@@ -104,6 +104,9 @@ class TrainConfig:
     )
     sampling: str = field(default="uniform", metadata={"help": "'uniform' (TSN-style) or 'dense' frame sampling"})
     img_size: int = field(default=32, metadata={"help": "square crop size fed to the model"})
+    motion_classes: int = field(
+        default=8, metadata={"help": "motion set classes: 8 (all four time-reversal pairs) or 4 (the translations)"}
+    )
     motion_train_samples: int = field(default=2000, metadata={"help": "training clips of the motion set"})
     motion_val_samples: int = field(default=400, metadata={"help": "validation clips of the motion set"})
     epochs: int = field(default=5, metadata={"help": "training epochs"})
@@ -183,6 +186,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {value}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"TrainConfig.clip_grad must be > 0, got {self.clip_grad}")
+        if self.motion_classes not in (4, 8):
+            raise ValueError(f"TrainConfig.motion_classes must be 4 or 8, got {self.motion_classes}")
         if self.data == "motion" and (self.motion_train_samples < 1 or self.motion_val_samples < 1):
             raise ValueError("TrainConfig.motion_train_samples and motion_val_samples must be >= 1")
 
@@ -523,20 +528,36 @@ class MotionClips(Dataset):
     ``predict`` on mp4 files of the same clips see identical inputs.
 
     Args:
-        num_samples: clips (labels ``i % 8``, balanced).
+        num_samples: clips (labels ``i % num_classes``, balanced).
         num_frames: frames per clip ``T``.
         size: frame side ``S``.
         seed: clip ``i`` depends only on ``(seed, i)``.
         mean: per-channel mean of ``[0, 1]`` pixels.
         std: per-channel std.
+        num_classes: 8 (all four time-reversal pairs) or 4 (left/right/up/down).
     """
 
     def __init__(
-        self, num_samples: int, *, num_frames: int, size: int, seed: int, mean: Sequence[float], std: Sequence[float]
+        self,
+        num_samples: int,
+        *,
+        num_frames: int,
+        size: int,
+        seed: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        num_classes: int = 8,
     ) -> None:
         from .data import MotionDataset
 
-        source = MotionDataset(num_samples, num_frames=num_frames, size=size, seed=seed, normalize=False)
+        source = MotionDataset(
+            num_samples,
+            num_frames=num_frames,
+            size=size,
+            seed=seed,
+            classes=num_classes,  # the first n classes: pairs (left, right), (up, down), ...
+            normalize=False,
+        )
         self.classes: list[str] = list(source.classes)
         self.pairs = list(source.pairs)
         chunks = [source.clips_uint8(range(i, min(i + 256, num_samples))) for i in range(0, num_samples, 256)]
@@ -604,6 +625,7 @@ def build_datasets(
 
     if cfg.data == "motion":
         geometry = {"num_frames": cfg.num_frames, "size": cfg.img_size, "mean": mean, "std": std}
+        geometry["num_classes"] = cfg.motion_classes
         train_set = MotionClips(cfg.motion_train_samples, seed=cfg.seed, **geometry) if train_split else None
         val_set = MotionClips(cfg.motion_val_samples, seed=cfg.seed + MOTION_VAL_SEED_OFFSET, **geometry)
         return train_set, val_set, val_set.classes

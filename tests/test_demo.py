@@ -9,7 +9,6 @@ import pytest
 import timm
 import torch
 
-from sifa_hub.data import MOTION_CLASSES
 from sifa_hub.demo import DemoConfig, reversal_gap, run_demo
 from sifa_hub.explain import find_sifa_modules, sifa_sampling
 from sifa_hub.train import MotionClips
@@ -20,6 +19,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_demo_tiny(tmp_path, capsys):
     cfg = DemoConfig(
         out=str(tmp_path / "demo"),
+        classes=8,
         train_samples=32,
         val_samples=16,
         epochs=1,
@@ -27,6 +27,7 @@ def test_demo_tiny(tmp_path, capsys):
         num_frames=4,
         img_size=16,
         progress=False,
+        threads=1,
     )
     results = run_demo(cfg)
     out = capsys.readouterr().out
@@ -38,19 +39,20 @@ def test_demo_tiny(tmp_path, capsys):
     on_disk = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert on_disk["models"] == json.loads(json.dumps(results["models"]))
     assert [r["model"] for r in results["models"]] == ["sifa_resnet_pico", "c2d_resnet_pico"]
-    assert results["chance_top1"] == pytest.approx(12.5) and results["c2d_ceiling_top1"] == 50.0
+    classes = results["classes"]
+    assert len(classes) == 8 and results["chance_top1"] == pytest.approx(12.5) and results["c2d_ceiling_top1"] == 50.0
     for row in results["models"]:
         assert 0.0 <= row["top1"] <= 100.0 and row["params"] > 0 and row["clips_per_s"] > 0
     for png in ("learning_curves.png", "sifa_sampling.png"):
         with open(tmp_path / "demo" / png, "rb") as f:
             assert f.read(8) == PNG, png
-    assert sorted(os.listdir(tmp_path / "demo" / "samples")) == sorted(f"{c}.mp4" for c in MOTION_CLASSES)
+    assert sorted(os.listdir(tmp_path / "demo" / "samples")) == sorted(f"{c}.mp4" for c in classes)
     # the SIFA model directory is publishable: weights, config, card, and it loads through timm with its labels
     sifa_dir = tmp_path / "demo" / "sifa_resnet_pico"
     for name in ("model.safetensors", "config.json", "README.md"):
         assert (sifa_dir / name).is_file(), name
     model = timm.create_model(f"local-dir:{sifa_dir}", pretrained=True)
-    assert model.pretrained_cfg["label_names"] == list(MOTION_CLASSES)
+    assert model.pretrained_cfg["label_names"] == classes
     assert model.num_frames == 4 and len(find_sifa_modules(model)) > 0
     # the C2D twin cannot tell a clip from its time reversal; that is why its ceiling is 50%
     c2d = timm.create_model(f"local-dir:{tmp_path / 'demo' / 'c2d_resnet_pico'}", pretrained=True)

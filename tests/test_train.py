@@ -157,9 +157,9 @@ def test_samplers_shard_disjointly_and_skip():
 
 
 def test_motion_clips_use_model_normalisation():
-    clips = MotionClips(4, num_frames=4, size=16, seed=0, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    clips = MotionClips(4, num_frames=4, size=16, seed=0, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4)
     x, label = clips[1]
-    assert x.shape == (3, 4, 16, 16) and label == 1 and clips.classes[1] == "right"
+    assert x.shape == (3, 4, 16, 16) and label == 1 and clips.classes == ["left", "right", "up", "down"]
     pixels = clips.videos[1].permute(3, 0, 1, 2).float() / 255
     assert torch.allclose(x, (pixels - 0.5) / 0.25)
 
@@ -243,11 +243,12 @@ def test_ddp_two_ranks_gloo(tmp_path):
 
 def test_train_on_video_files_with_multi_view_eval(tmp_path):
     """Folder (train/ + val/ splits) and list-file data decode real mp4s; eval uses 2 clips x 3 crops."""
-    from sifa_hub.data import MOTION_CLASSES, write_motion_dataset
+    from sifa_hub.data import MotionDataset, write_motion_dataset
 
     root = tmp_path / "videos"
-    write_motion_dataset(root, 16, num_frames=6, size=16, seed=1, split_name="train")
-    write_motion_dataset(root, 8, num_frames=6, size=16, seed=2, split_name="val")
+    write_motion_dataset(root, 16, num_frames=6, size=16, seed=1, split_name="train", classes=8)
+    write_motion_dataset(root, 8, num_frames=6, size=16, seed=2, split_name="val", classes=8)
+    MOTION_CLASSES = MotionDataset(1, classes=8).classes
     common = dict(epochs=1, motion_train_samples=1, eval_clips=2, eval_crops=3, **TINY)
     folder = train(TrainConfig(model="c2d_resnet_pico", data=str(root), output_dir=str(tmp_path / "f"), **common))
     assert folder["classes"] == sorted(MOTION_CLASSES)  # class sub-folders, sorted
