@@ -183,7 +183,9 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
         f"({cfg.num_frames} frames, {cfg.img_size}x{cfg.img_size})",
     )
     pcfg = timm.models.get_pretrained_cfg(sifa_name)
-    geometry = {"num_frames": cfg.num_frames, "size": cfg.img_size, "mean": pcfg.mean, "std": pcfg.std}
+    if pcfg is None:
+        raise ValueError(f"{sifa_name} has no pretrained_cfg (is sifa_hub's model registry imported?)")
+    geometry: dict[str, Any] = {"num_frames": cfg.num_frames, "size": cfg.img_size, "mean": pcfg.mean, "std": pcfg.std}
     geometry["num_classes"] = cfg.classes
     train_set = MotionClips(cfg.train_samples, seed=cfg.seed, **geometry)
     val_set = MotionClips(cfg.val_samples, seed=cfg.seed + MOTION_VAL_SEED_OFFSET, **geometry)

@@ -29,7 +29,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -366,8 +366,9 @@ class TrainingForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """``(B, C, T, H, W)`` → logits ``(B, N)`` or a tuple of per-head logits."""
-        if hasattr(self.model, "forward_heads") and getattr(self.model, "num_classes", 0):
-            return self.model.forward_heads(x)
+        heads = getattr(self.model, "forward_heads", None)
+        if callable(heads) and bool(getattr(self.model, "num_classes", 0)):
+            return heads(x)
         return self.model(x)
 
 
@@ -384,9 +385,10 @@ def compute_loss(
     """
     if isinstance(output, torch.Tensor):
         return F.cross_entropy(output.float(), target, label_smoothing=label_smoothing)
-    if hasattr(model, "loss"):
-        return model.loss(tuple(o.float() for o in output), target, label_smoothing=label_smoothing)
-    return sum(F.cross_entropy(o.float(), target, label_smoothing=label_smoothing) for o in output)
+    loss_fn = getattr(model, "loss", None)
+    if callable(loss_fn):
+        return loss_fn(tuple(o.float() for o in output), target, label_smoothing=label_smoothing)
+    return torch.stack([F.cross_entropy(o.float(), target, label_smoothing=label_smoothing) for o in output]).sum()
 
 
 def clip_probabilities(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -624,24 +626,25 @@ def build_datasets(
     from . import data as D
 
     if cfg.data == "motion":
-        geometry = {"num_frames": cfg.num_frames, "size": cfg.img_size, "mean": mean, "std": std}
+        geometry: dict[str, Any] = {"num_frames": cfg.num_frames, "size": cfg.img_size, "mean": mean, "std": std}
         geometry["num_classes"] = cfg.motion_classes
-        train_set = MotionClips(cfg.motion_train_samples, seed=cfg.seed, **geometry) if train_split else None
-        val_set = MotionClips(cfg.motion_val_samples, seed=cfg.seed + MOTION_VAL_SEED_OFFSET, **geometry)
-        return train_set, val_set, val_set.classes
+        motion_val = MotionClips(cfg.motion_val_samples, seed=cfg.seed + MOTION_VAL_SEED_OFFSET, **geometry)
+        motion_train = MotionClips(cfg.motion_train_samples, seed=cfg.seed, **geometry) if train_split else None
+        return motion_train, motion_val, motion_val.classes
 
     common = {"num_frames": cfg.num_frames, "stride": cfg.frame_stride, "sampling": cfg.sampling}
     short_side = max(cfg.img_size, round(cfg.img_size / crop_pct))
     train_tf = D.build_transform(
         train=True, size=cfg.img_size, short_side=short_side, mean=mean, std=std, flip=cfg.hflip
     )
+    val_tf: Callable[[torch.Tensor], torch.Tensor]
     if cfg.eval_crops == 1:
         val_tf = D.build_transform(train=False, size=cfg.img_size, short_side=short_side, mean=mean, std=std)
     else:
         val_tf = MultiCropTransform(cfg.img_size, cfg.eval_crops, mean=mean, std=std)
 
     def make(path: str, train: bool) -> Dataset:
-        kw = dict(common, transform=train_tf if train else val_tf, train=train)
+        kw: dict[str, Any] = dict(common, transform=train_tf if train else val_tf, train=train)
         kw["num_clips"] = 1 if train else cfg.eval_clips
         if os.path.isdir(path):
             return D.VideoFolderDataset(path, skip_bad=True, **kw)
@@ -656,6 +659,8 @@ def build_datasets(
             return D.VideoListDataset(path, root=cfg.data_root, skip_bad=True, classes=names, **kw)
         raise ValueError(f"data {path!r} is neither 'motion', a folder nor a list file")
 
+    train_set: Any
+    val_set: Any
     if cfg.val_data is not None:
         train_set = make(cfg.data, True) if train_split else None
         val_set = make(cfg.val_data, False)
@@ -663,17 +668,18 @@ def build_datasets(
         train_set = make(os.path.join(cfg.data, "train"), True) if train_split else None
         val_set = make(os.path.join(cfg.data, "val"), False)
     else:
-        full_train, full_val = make(cfg.data, True), make(cfg.data, False)
+        full_train: Any = make(cfg.data, True)
+        full_val: Any = make(cfg.data, False)
         order = torch.randperm(len(full_train), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         n_val = max(1, round(cfg.val_fraction * len(order)))
         if n_val >= len(order):
             raise ValueError(f"data {cfg.data!r} has {len(order)} videos: too few to hold out a validation split")
         train_set = torch.utils.data.Subset(full_train, sorted(order[n_val:]))
         val_set = torch.utils.data.Subset(full_val, sorted(order[:n_val]))
-        train_set.classes = full_train.classes  # type: ignore[attr-defined]
-        val_set.classes = full_val.classes  # type: ignore[attr-defined]
-    classes = list(val_set.classes)  # type: ignore[attr-defined]
-    if train_set is not None and list(train_set.classes) != classes:  # type: ignore[attr-defined]
+        train_set.classes = full_train.classes
+        val_set.classes = full_val.classes
+    classes = list(val_set.classes)
+    if train_set is not None and list(train_set.classes) != classes:
         raise ValueError(f"training classes {list(train_set.classes)} differ from validation classes {classes}")
     return train_set, val_set, classes
 
@@ -716,7 +722,7 @@ def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
+    state: dict[Any, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, pid, name = key.split(".", 2)
         state.setdefault(int(pid), {})[name] = value
@@ -726,12 +732,12 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 
 def _rng_state(device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = {"torch": torch.get_rng_state()}
+    tensors: dict[str, torch.Tensor] = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         tensors["cuda"] = torch.cuda.get_rng_state(device)
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # legacy tuple: (name, keys, pos, has_gauss, cached_gaussian)
     tensors["numpy"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
-    meta = {
+    meta: dict[str, Any] = {
         "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
     }
@@ -922,6 +928,8 @@ def train(cfg: TrainConfig, *, datasets: tuple[Dataset, Dataset, Sequence[str]] 
         drop_path_rate=cfg.drop_path_rate,
     )
     data_cfg = model_data_config(model)
+    train_set: Any
+    val_set: Any
     if datasets is None:
         train_set, val_set, classes = build_datasets(
             cfg, data_cfg["mean"], data_cfg["std"], crop_pct=data_cfg["crop_pct"]
@@ -931,9 +939,9 @@ def train(cfg: TrainConfig, *, datasets: tuple[Dataset, Dataset, Sequence[str]] 
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(f"data {cfg.data!r}: empty training ({len(train_set)}) or validation ({len(val_set)}) set")
     if getattr(model, "num_classes", None) != len(classes):
-        model.reset_classifier(len(classes))
+        model.reset_classifier(len(classes))  # type: ignore[operator]
     if cfg.grad_checkpointing:
-        model.set_grad_checkpointing(True)
+        model.set_grad_checkpointing(True)  # type: ignore[operator]
     model.to(ctx.device)
     params = sum(p.numel() for p in model.parameters())
 
@@ -1060,7 +1068,9 @@ def train(cfg: TrainConfig, *, datasets: tuple[Dataset, Dataset, Sequence[str]] 
             group_start = (micro // cfg.accum_steps) * cfg.accum_steps
             group_size = min(cfg.accum_steps, micro_per_epoch - group_start)
             sync = micro + 1 == group_start + group_size
-            no_sync = train_model.no_sync() if ctx.distributed and not sync else contextlib.nullcontext()
+            no_sync: Any = contextlib.nullcontext()
+            if ctx.distributed and not sync:
+                no_sync = train_model.no_sync()  # type: ignore[operator]  # DDP: accumulate locally
             with no_sync:
                 with _autocast(ctx.device, cfg.amp):
                     output = train_model(x)
