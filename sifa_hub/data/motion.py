@@ -22,8 +22,8 @@ the number of classes (chance for a motion model is ``1 / num_classes``). A mode
 
 `MOTION_CLASSES` holds all four pairs (the default). `TRANSLATION_CLASSES` (``classes=4``) holds the two translation
 pairs: a ``sifa_resnet_pico`` reached 97-100% on them within two to three epochs of 2000 clips (1-3 minutes of CPU
-training), while with all eight classes it was still near 50-57% after 4-10 epochs (it resolved the direction of
-the scale pair only).
+training). With all eight classes (measured on an earlier, more cluttered version of the set) it stayed at 50-57%
+after 4-10 epochs, resolving the direction of the scale pair only.
 
 Every clip is a deterministic function of ``(seed, index)``: all random draws come from
 ``numpy.random.default_rng([seed, index])``, and labels are ``index % num_classes`` (balanced). Rendering is batched
