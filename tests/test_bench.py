@@ -160,3 +160,8 @@ def test_pico_twins_end_to_end(tmp_path) -> None:
     text = out.read_text()
     assert "| sifa_resnet_pico | infer b1 fp32 |" in text
     assert "bench::sifa_attention" in text
+    assert "judged on the CPU-time ratio" in text  # a single-threaded run
+
+    rendered = tmp_path / "RENDERED.md"  # --render re-formats the saved run without running anything
+    assert bench.main(["--render", str(raw), "--out", str(rendered)]) == 0
+    assert rendered.read_text().split("Run: ", 1)[1] == text.split("Run: ", 1)[1]
