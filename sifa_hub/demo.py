@@ -308,7 +308,7 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
             "",
             note,
             "",
-            f"clips/s: validation inference on CPU ({torch.get_num_threads()} threads); "
+            f"clips/s: validation inference on CPU, {torch.get_num_threads()} torch thread(s); "
             "train s: wall time of training.",
             "",
         ]

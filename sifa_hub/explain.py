@@ -192,9 +192,17 @@ def draw_sampling(
         bottom.scatter(k_x, k_y, s=20 + 280 * wts.abs() / w_max, c=colors, edgecolors="black", linewidths=0.6)
         bottom.plot(q_x, q_y, marker="+", color="red", markersize=10)
         bottom.set_title(f"frame {f1}: keys", fontsize=9)
+        top.set_xlim(-0.5, width - 0.5)
+        top.set_ylim(height - 0.5, -0.5)
+        # learned offsets may carry keys outside the frame (they sample zeros there): widen the view to show them
+        x_lo, x_hi = min(-0.5, float(k_x.min()) - 1), max(width - 0.5, float(k_x.max()) + 1)
+        y_lo, y_hi = min(-0.5, float(k_y.min()) - 1), max(height - 0.5, float(k_y.max()) + 1)
+        bottom.set_xlim(x_lo, x_hi)
+        bottom.set_ylim(y_hi, y_lo)
+        bottom.add_patch(
+            plt.Rectangle((-0.5, -0.5), width, height, fill=False, edgecolor="black", linewidth=0.8, linestyle="--")
+        )
         for ax in (top, bottom):
-            ax.set_xlim(-0.5, width - 0.5)
-            ax.set_ylim(height - 0.5, -0.5)
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(

@@ -318,7 +318,8 @@ def create_model(
 def model_data_config(model: nn.Module) -> dict[str, Any]:
     """Normalisation and geometry of a model's input: ``mean``, ``std``, ``num_frames``, ``img_size``, ``crop_pct``."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    size = getattr(model, "img_size", None)  # the size the model was built for, else its pretrained input size
+    # a model loaded from a directory / the Hub: its saved input size; a model built here: the size it was built for
+    size = None if cfg.get("source") in ("local-dir", "hf-hub") else getattr(model, "img_size", None)
     if isinstance(size, (tuple, list)):
         size = size[-1]
     return {
