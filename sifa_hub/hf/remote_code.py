@@ -66,11 +66,13 @@ def _stub(name: str, module: str) -> str:
     reason = f"{module} (a compiled SIFA op backend) is not part of the remote code"
     if name.endswith("_status"):
         return f"def {name}(*args: Any, **kwargs: Any) -> tuple[bool, str]:\n    return False, {reason!r}\n"
+    if name.endswith("_loaded"):
+        return f"def {name}(*args: Any, **kwargs: Any) -> bool:\n    return False\n"
     if name.startswith("sifa_attention_"):
         return f"def {name}(*args: Any, **kwargs: Any) -> Any:\n    raise RuntimeError({reason!r})\n"
     raise ValueError(
         f"remote code: cannot stand in for {name!r} from the omitted backend {module}; import only "
-        "`*_status` functions and `sifa_attention_*` kernels from compiled backends"
+        "`*_status`/`*_loaded` functions and `sifa_attention_*` kernels from compiled backends"
     )
 
 
