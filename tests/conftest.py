@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+import torch
 from hub_server import HubServer, patch_hub_client
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per xdist worker: no oversubscription of the CI's cores
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
