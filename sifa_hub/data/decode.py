@@ -69,7 +69,8 @@ def _decode_pyav(path: str) -> tuple[torch.Tensor, float]:
             stream.thread_type = "AUTO"
             rate = stream.average_rate or stream.guessed_rate
             declared = stream.frames if "mp4" in container.format.name else 0
-            frames, num_packets = [], 0
+            frames: list[np.ndarray] = []
+            num_packets = 0
             for packet in container.demux(stream):  # ends with an empty packet that flushes the decoder
                 if packet.is_corrupt:
                     raise VideoDecodeError(path, f"corrupt or truncated packet after {num_packets} packets")
