@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,28 @@ from hub_server import HubServer, patch_hub_client
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per xdist worker: no oversubscription of the CI's cores
     torch.set_num_threads(1)
+
+
+FIXTURES_ENV = "SIFA_HUB_FIXTURES"
+
+
+def find_fixtures_dir() -> Path | None:
+    """The official code's golden outputs: ``$SIFA_HUB_FIXTURES``, else ``<checkout>/../shared/fixtures``."""
+    env = os.environ.get(FIXTURES_ENV)
+    candidate = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """Folder of the official golden fixtures; tests that need it skip, saying where to put it, when absent."""
+    found = find_fixtures_dir()
+    if found is None:
+        pytest.skip(
+            "official golden fixtures not found: put them in ../shared/fixtures beside the checkout or set "
+            f"{FIXTURES_ENV}=/path/to/fixtures (official_sifa_net_small.safetensors, ...)"
+        )
+    return found
 
 
 @pytest.fixture

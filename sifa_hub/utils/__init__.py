@@ -1,0 +1,1 @@
+"""Small services shared by every application module (atomic files, devices and autocast, FLOPs)."""
