@@ -34,6 +34,7 @@ __all__ = [
     "BACKENDS",
     "NORMALIZE_MODES",
     "available_backends",
+    "build_kernels",
     "selected_backend",
     "sifa_attention",
     "validate_sifa_inputs",
@@ -114,6 +115,22 @@ def available_backends(device: torch.device | str = "cpu", build: bool = True) -
         status["cpu"] = (False, f"the C++ kernel runs on CPU tensors, not {device.type}")
     status["triton"] = triton_status(device)
     return status
+
+
+def build_kernels() -> dict[str, str]:
+    """Build every compiled kernel this machine can build now (what ``sifa-hub build-kernels`` runs).
+
+    Returns:
+        ``{backend: status}``: ``"cpu"`` gives the loaded library's path or why it is unavailable; ``"triton"``
+        says whether the Triton kernels can run (they are compiled per shape by Triton at first use on a GPU).
+    """
+    ok, why = cpu_status(build=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    triton_ok, triton_why = triton_status(device)
+    return {
+        "cpu": why if ok else f"unavailable: {why}",
+        "triton": triton_why if triton_ok else f"unavailable: {triton_why}",
+    }
 
 
 _LOGGED: set[str] = set()
