@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from sifa_hub.ops import available_backends, selected_backend, sifa_attention, sifa_attention_reference
 from sifa_hub.ops.cpu import sifa_attention_cpu
+from sifa_hub.ops.torch_backend import sifa_attention_torch
 
 FAST_BACKENDS = ["torch", "cpu"]
 
@@ -163,6 +165,36 @@ def test_bfloat16_autocast_runs(backend: str) -> None:
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
 
 
+EMPTY_SHAPES = [(0, 4, 3, 5, 5), (2, 4, 3, 0, 5), (2, 4, 3, 5, 0), (0, 4, 2, 0, 0)]
+
+
+@pytest.mark.parametrize("with_offsets", [True, False])
+@pytest.mark.parametrize("shape", EMPTY_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("backend", ["auto", "reference", *FAST_BACKENDS])
+def test_empty_batch_and_maps_work(backend: str, shape: tuple, with_offsets: bool) -> None:
+    b, c, t, h, w = shape
+    x = torch.randn(shape, requires_grad=True)
+    off = torch.randn(b, 18, t - 1, h, w, requires_grad=True) if with_offsets else None
+    y = sifa_attention(x, off, backend=backend)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    y.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+    if off is not None:
+        assert off.grad is not None and off.grad.shape == off.shape
+
+
+@pytest.mark.parametrize("impl", [sifa_attention_cpu, sifa_attention_torch], ids=["cpu", "torch"])
+def test_backend_functions_accept_empty_inputs(impl: Callable[..., torch.Tensor]) -> None:
+    x = torch.randn(0, 4, 3, 5, 5, requires_grad=True)
+    off = torch.randn(0, 18, 2, 5, 5, requires_grad=True)
+    y = impl(x, off, 3, 1, 1, False)
+    assert y.shape == x.shape
+    gx, goff = torch.autograd.grad(y.sum(), (x, off))
+    assert gx.shape == x.shape and goff.shape == off.shape
+    y = impl(torch.randn(2, 4, 3, 0, 5), None, 3, 1, 1, True)
+    assert y.shape == (2, 4, 3, 0, 5)
+
+
 def test_offsets_none_equals_zero_offsets() -> None:
     x = torch.randn(1, 4, 3, 4, 4)
     torch.testing.assert_close(sifa_attention(x, None), sifa_attention(x, torch.zeros(1, 18, 2, 4, 4)))
@@ -181,7 +213,8 @@ def test_offsets_none_equals_zero_offsets() -> None:
         ({"offsets": torch.randn(1, 18, 3, 5, 5)}, ValueError, "offsets must cover"),
         ({"offsets": torch.randn(1, 18, 2, 5, 5, dtype=torch.float64)}, TypeError, "dtype"),
         ({"offsets": torch.randn(1, 18, 2, 5, 5, device="meta")}, ValueError, "offsets are on meta"),
-        ({"offsets": torch.full((1, 18, 2, 5, 5), float("nan"))}, ValueError, "NaN"),
+        ({"offsets": torch.full((1, 18, 2, 5, 5), float("nan"))}, ValueError, "sampling offsets contain NaN or Inf"),
+        ({"offsets": torch.full((1, 18, 2, 5, 5), float("inf"))}, ValueError, "input clip"),
         ({"normalize": "sparsemax"}, ValueError, "normalize"),
         ({"backend": "cuda-magic"}, ValueError, "backend"),
     ],
@@ -262,6 +295,13 @@ for case in CASES:
     if max(errors) > 1e-9:
         failures.append((case, errors))
 assert not failures, failures
+from sifa_hub.ops.triton_backend import sifa_attention_triton
+for shape in [(0, 4, 3, 4, 4), (1, 4, 3, 0, 4), (1, 4, 2, 3, 0)]:
+    x = torch.randn(shape, requires_grad=True)
+    off = torch.randn(shape[0], 18, shape[2] - 1, *shape[3:], requires_grad=True)
+    for y in (sifa_attention_triton(x, off, 3, 1, 1, False), sifa_attention(x, off, backend="triton")):
+        gx, goff = torch.autograd.grad(y.sum(), (x, off))
+        assert y.shape == gx.shape == x.shape and goff.shape == off.shape, shape
 print("ok")
 """
 

@@ -42,6 +42,8 @@ def register_fused_op(
     def forward_op(
         x: Tensor, offsets: Tensor | None, kernel_size: int, dilation: int, groups: int, softmax: bool
     ) -> Tensor:
+        if x.numel() == 0:  # batch 0 or an empty map: the kernels never see it
+            return x.new_zeros(x.shape)
         return forward(x, offsets, kernel_size, dilation, groups, softmax)
 
     @forward_op.register_fake
@@ -59,6 +61,9 @@ def register_fused_op(
         softmax: bool,
         need_offsets: bool,
     ) -> tuple[Tensor, Tensor]:
+        if x.numel() == 0:
+            grad_off = offsets.new_zeros(offsets.shape) if offsets is not None and need_offsets else x.new_empty(0)
+            return x.new_zeros(x.shape), grad_off
         return backward(grad_y, x, offsets, kernel_size, dilation, groups, softmax, need_offsets)
 
     @backward_op.register_fake

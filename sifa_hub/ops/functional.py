@@ -89,7 +89,10 @@ def validate_sifa_inputs(
     if offsets.device != x.device:
         raise ValueError(f"sifa_attention: offsets are on {offsets.device} but x is on {x.device}")
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(offsets).all()):
-        raise ValueError("sifa_attention: offsets contain NaN or Inf")
+        raise ValueError(
+            "sifa_attention: the sampling offsets contain NaN or Inf (offsets predicted from features come out "
+            "non-finite when the input clip or the offset predictor's weights contain NaN/Inf)"
+        )
 
 
 def available_backends(device: torch.device | str = "cpu", build: bool = True) -> dict[str, tuple[bool, str]]:
@@ -166,6 +169,12 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+def _empty_output(x: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
+    """The output ``(B, C, T, H, W)`` for an input without elements, differentiable (zero gradients)."""
+    y = x * 0
+    return y if offsets is None else y + offsets.sum().to(y.dtype) * 0
+
+
 _IMPLS = {"torch": sifa_attention_torch, "cpu": sifa_attention_cpu, "triton": sifa_attention_triton}
 
 
@@ -201,6 +210,8 @@ def sifa_attention(
     if backend not in BACKENDS:
         raise ValueError(f"sifa_attention: backend must be one of {BACKENDS}, got {backend!r}")
     b, _, t, h, w = x.shape
+    if x.numel() == 0:  # batch 0, an empty map or no channels: nothing to attend to, in every backend
+        return _empty_output(x, offsets)
     if backend == "reference":
         if offsets is None:
             offsets = x.new_zeros(b, 2 * kernel_size * kernel_size, max(t - 1, 1), h, w)
