@@ -162,6 +162,8 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
             _LOGGED.add(device.type)
             logger.info("sifa_attention on %s: backend %r (%s)", device.type, name, why)
         return name
+    if torch.compiler.is_compiling():  # a forced backend is checked by its first eager call, not while tracing
+        return backend
     if backend in ("cpu", "triton"):
         ok, why = available_backends(device, build=False)[backend]
         if not ok:
