@@ -137,6 +137,8 @@ def test_head_pre_logits_and_reset_classifier() -> None:
         assert model(x).shape == (2, 7) and model.fc_dual.out_features == 7
     with pytest.raises(ValueError, match="global_pool"):
         model.reset_classifier(3, global_pool="max")
+    with pytest.raises(ValueError, match="needs num_classes=0"):
+        model.reset_classifier(3, global_pool="")
 
 
 def test_grad_checkpointing_same_output_and_grads() -> None:
@@ -185,7 +187,8 @@ def test_features_only_and_forward_intermediates() -> None:
     x = _clip()
     feat_model = timm.create_model("sifa_resnet_pico", features_only=True).eval()
     model = _pico().eval()
-    model.load_state_dict(feat_model.state_dict(), strict=False)
+    weights = {k.removeprefix("model."): v for k, v in feat_model.state_dict().items()}  # the getter's wrapped model
+    assert not model.load_state_dict(weights, strict=False).unexpected_keys
     with torch.no_grad():
         maps = feat_model(x)
         inter = model.forward_intermediates(x, intermediates_only=True)
@@ -202,7 +205,7 @@ def test_features_only_and_forward_intermediates() -> None:
     torch.testing.assert_close(final[0], feats[0])
     torch.testing.assert_close(final[1], feats[1])
     assert [tuple(m.shape) for m in early] == [expected[0], expected[2]]
-    with pytest.raises(ValueError, match="output_fmt"):
+    with pytest.raises(ValueError, match="output_fmt='NCTHW'"):
         model.forward_intermediates(x, output_fmt="NCHW")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -177,14 +178,16 @@ def test_intermediates_features_only_and_optimizer_hooks():
     final, inter = model.forward_intermediates(x)
     assert [f.shape for f in inter] == [(2, 32, 4, 16, 16), (2, 64, 4, 8, 8)]
     torch.testing.assert_close(final, model.forward_features(x))
-    per_image = model.forward_intermediates(x, indices=1, output_fmt="NCHW", intermediates_only=True)
-    assert [f.shape for f in per_image] == [(8, 64, 8, 8)]
-    with pytest.raises(ValueError, match="output_fmt"):
-        model.forward_intermediates(x, output_fmt="NHWC")
+    last = model.forward_intermediates(x, indices=1, intermediates_only=True)
+    assert [f.shape for f in last] == [(2, 64, 4, 8, 8)]
+    assert last[0].transpose(1, 2).flatten(0, 1).shape == (8, 64, 8, 8)  # per-tubelet image maps, if wanted
+    for fmt in ("NHWC", "NCHW"):
+        with pytest.raises(ValueError, match="output_fmt='NCTHW'"):
+            model.forward_intermediates(x, output_fmt=fmt)
 
     features = timm.create_model("sifa_swin_pico", features_only=True, out_indices=(0, 1))
     assert features.feature_info.channels() == [32, 64] and features.feature_info.reduction() == [2, 4]
-    assert [f.shape for f in features(x)] == [(8, 32, 16, 16), (8, 64, 8, 8)]
+    assert [f.shape for f in features(x)] == [(2, 32, 4, 16, 16), (2, 64, 4, 8, 8)]  # video maps, as SIFA-Net
 
     nwd = model.no_weight_decay()
     assert nwd and all("relative_position_bias_table" in n for n in nwd)
@@ -272,7 +275,7 @@ def test_tiny_forward_backward_small_resolution(inflated_tiny):
     model.zero_grad(set_to_none=True)
 
 
-def test_inflated_imagenet_swin_reproduces_2d_features_on_a_still_clip(inflated_tiny):
+def test_inflated_imagenet_swin_reproduces_2d_features_on_a_still_clip(inflated_tiny, caplog):
     swin2d, path, model = inflated_tiny
     model.eval()
     frame = torch.randn(2, 3, 64, 64)
@@ -289,8 +292,10 @@ def test_inflated_imagenet_swin_reproduces_2d_features_on_a_still_clip(inflated_
     # re-initialised with a warning, the patch kernel sits at tubelet index E // 2 and the temporal path is zero.
     with torch.device("meta"):
         released = timm.create_model("sifa_swin_tiny_patch4_window7_224", img_size=64, window_size=2, num_classes=4)
-    with pytest.warns(UserWarning, match="patch_norm=False"), pytest.warns(UserWarning, match="classifier"):
-        converted = checkpoint_filter_fn(load_file(str(path)), released)
+    with pytest.warns(UserWarning, match="patch_norm=False"), caplog.at_level(logging.WARNING):
+        converted = checkpoint_filter_fn(load_file(str(path)), released, source=str(path))
+    assert f"{path}: the checkpoint's classifier" in caplog.text and "(7, 768)" in caplog.text
+    assert "(4, 768)" in caplog.text
     assert converted.keys() == released.state_dict().keys()
     kernel = converted["patch_embed.proj.weight"]
     assert kernel.shape == (96, 3, 4, 4, 4)
