@@ -81,10 +81,10 @@ class _VideoClipDataset(Dataset):
 
     def _clip_indices(self, num_video_frames: int, path: Path) -> list[list[int]]:
         """Frame indices of the clip(s) to take from a video of ``num_video_frames`` frames."""
-        geometry = {"sampling": self.sampling, "stride": self.stride}
+        n, t, sampling, stride = num_video_frames, self.num_frames, self.sampling, self.stride
         if not self.train:
-            return clip_indices(num_video_frames, self.num_frames, num_clips=self.num_clips, source=path, **geometry)
-        warn_if_short(num_video_frames, self.num_frames, source=path, **geometry)
+            return clip_indices(n, t, sampling=sampling, stride=stride, num_clips=self.num_clips, source=path)
+        warn_if_short(n, t, sampling=sampling, stride=stride, source=path)
         if self.sampling == "dense":
             return [dense_indices(num_video_frames, self.num_frames, self.stride, mode="random")]
         return [uniform_indices(num_video_frames, self.num_frames, mode="random")]
