@@ -11,7 +11,7 @@ resizing, cropping and normalisation (`preprocess_frames`) are the very function
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -187,7 +187,7 @@ class SifaVideoProcessor(BaseVideoProcessor):
             else:
                 indices = np.asarray(sample_indices_fn(metadata=metadata, source=os.fspath(path)), dtype=np.int64)
             frames = reader.get_frames(indices.tolist()).numpy()  # (T, H, W, 3)
-        metadata.frames_indices = indices
+        metadata.frames_indices = indices.tolist()
         metadata.height, metadata.width = int(frames.shape[1]), int(frames.shape[2])
         return frames, metadata
 
@@ -198,9 +198,9 @@ class SifaVideoProcessor(BaseVideoProcessor):
             return list(zip(*[self.fetch_videos(x, sample_indices_fn=sample_indices_fn) for x in video_url_or_urls]))
         if _is_local_file(video_url_or_urls):
             return self._read_local(video_url_or_urls, sample_indices_fn)
-        return load_video(video_url_or_urls, backend="pyav", sample_indices_fn=sample_indices_fn)
+        return load_video(cast(Any, video_url_or_urls), backend="pyav", sample_indices_fn=sample_indices_fn)
 
-    def _preprocess(
+    def _preprocess(  # type: ignore[override]  # BaseVideoProcessor's own signature, not TorchvisionBackend's
         self,
         videos: list[torch.Tensor],
         do_resize: bool,
