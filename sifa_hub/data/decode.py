@@ -72,7 +72,8 @@ def _check_file(path: str) -> None:
 
 def _ffmpeg_error(path: str, err: Exception) -> VideoDecodeError:
     reason = getattr(err, "strerror", None) or str(err)
-    return VideoDecodeError(path, f"not a readable video ({type(err).__name__}: {reason})")
+    problem = f"not a readable video: truncated, corrupt or not a video ({type(err).__name__}: {reason})"
+    return VideoDecodeError(path, problem)
 
 
 def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -159,11 +160,30 @@ class VideoReader:
             )
         if num_packets == 0:
             raise VideoDecodeError(self.path, "the video stream holds no frame")
+        self._check_duration(container, stream)
         self._num_packets = num_packets
         self._pts.sort()
         self._keyframes.sort()
         if len(set(self._pts)) != len(self._pts):
             self._timestamps_complete = False
+
+    def _check_duration(self, container: Any, stream: Any) -> None:
+        """Refuse a stream that ends well before the duration its container declares (a cut webm/mkv/avi, whose
+        headers give no exact frame count): more than 10% and two frames short."""
+        if not self._pts or not self.fps or stream.time_base is None:
+            return
+        if stream.duration:
+            declared = float(stream.duration * stream.time_base)
+        elif container.duration and len(container.streams) == 1:  # another stream may outlast the video
+            declared = container.duration / 1_000_000  # AV_TIME_BASE
+        else:
+            return
+        start = stream.start_time if stream.start_time is not None else min(self._pts)
+        end = float((max(self._pts) - start) * stream.time_base) + 1 / self.fps
+        if end < declared - max(2 / self.fps, 0.1 * declared):
+            raise VideoDecodeError(
+                self.path, f"truncated: the video stream ends at {end:.2f} s, the container declares {declared:.2f} s"
+            )
 
     def __enter__(self) -> VideoReader:
         return self
