@@ -7,6 +7,7 @@ tested is decoding and the doors, not accuracy).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -201,6 +202,7 @@ def bad_files(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
     (folder / "notes.mp4").write_text("hello\nthis is a text file, not a video\n" * 40)
     (folder / "noise.webm").write_bytes(np.random.default_rng(0).bytes(5000))
     (folder / "folder.mp4").mkdir()
+    os.mkfifo(folder / "pipe.mp4")  # opening a FIFO for reading would block until a writer comes: never open it
     with av.open(str(folder / "audio.m4a"), "w", format="mp4") as container:
         stream = container.add_stream("aac", rate=16000)
         for i in range(10):
@@ -216,6 +218,7 @@ def bad_files(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
         "text_named_mp4": (folder / "notes.mp4", "not a readable video: truncated, corrupt or not a video"),
         "random_bytes": (folder / "noise.webm", "not a readable video"),
         "directory": (folder / "folder.mp4", "not a regular file"),
+        "fifo": (folder / "pipe.mp4", "not a regular file"),
         "audio_only": (folder / "audio.m4a", "no video stream"),
         "first_200_bytes": (folder / "head.mp4", "not a readable video"),
     }
