@@ -228,7 +228,6 @@ def _torchrun(tmp_path, out, *args: str, backend: str = "torch", env: dict | Non
     return proc, [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
 
-@pytest.mark.slow
 def test_ddp_two_ranks_gloo(tmp_path):
     _, ranks = _torchrun(tmp_path, tmp_path, "sifa_resnet_pico", "1", "0", "none")
     assert [r["world_size"] for r in ranks] == [2, 2]
