@@ -44,9 +44,10 @@ def _stopped_run(tmp_path, steps: int = 1, **overrides) -> str:
 
 
 def test_resume_is_bit_exact(tmp_path):
-    # 32 clips / batch 8 / accumulation 2 = 2 optimizer steps per epoch; dropout (0.5) consumes the RNG
+    # 16 clips / batch 4 / accumulation 2 = 2 optimizer steps per epoch; dropout (0.5) consumes the RNG
     common = dict(
-        model="sifa_resnet_pico", motion_train_samples=32, motion_val_samples=8, epochs=2, accum_steps=2, **TINY
+        model="sifa_resnet_pico", motion_train_samples=16, motion_val_samples=4, epochs=2, accum_steps=2,
+        **dict(TINY, batch_size=4),
     )
     full = train(TrainConfig(output_dir=str(tmp_path / "full"), **common))
     part = train(TrainConfig(output_dir=str(tmp_path / "split"), stop_after_steps=1, **common))
