@@ -375,6 +375,8 @@ def _build_model(cfg: TrainConfig, ctx: DistContext, datasets: Any) -> tuple[nn.
         drop_path_rate=cfg.drop_path_rate,
     )
     model, dcfg = loaded.model, loaded.data_config
+    train_set: Any
+    val_set: Any
     if datasets is None:
         spec = DataSpec.from_config(cfg)
         train_set, val_set, classes = build_datasets(spec, dcfg["mean"], dcfg["std"], crop_pct=dcfg["crop_pct"])
