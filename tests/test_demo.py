@@ -23,7 +23,17 @@ def pure_pytorch_backend(monkeypatch):
     monkeypatch.setattr(functional, "selected_backend", lambda device="cpu": ("torch", "tests: pure PyTorch"))
 
 
-def test_demo_tiny(tmp_path, capsys):
+def test_demo_tiny(tmp_path, capsys, monkeypatch):
+    import sifa_hub.ops
+
+    builds = []
+
+    def build_kernels() -> None:  # stands in for the ops kernel build: announces the build, then hits the cache
+        if not builds:
+            print("building the fused SIFA CPU kernel (first use)")
+        builds.append(1)
+
+    monkeypatch.setattr(sifa_hub.ops, "build_kernels", build_kernels, raising=False)
     cfg = DemoConfig(
         out=str(tmp_path / "demo"),
         classes=8,
@@ -45,6 +55,7 @@ def test_demo_tiny(tmp_path, capsys):
     for text in ("model", "params", "top-1 %", "clips/s", "sifa_resnet_pico", "c2d_resnet_pico", "50%"):
         assert text in out, text
     assert "time-reversal pairs" in out
+    assert len(builds) == 2 and out.count("building the fused SIFA CPU kernel") == 1  # before each training run
     md = (tmp_path / "demo" / "results.md").read_text()
     assert "sifa_resnet_pico" in md and "c2d_resnet_pico" in md and "ceiling" in md
     on_disk = json.loads((tmp_path / "demo" / "results.json").read_text())
