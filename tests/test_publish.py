@@ -386,3 +386,14 @@ def test_model_cards_validate() -> None:
     assert cards, f"no model cards in {MODEL_CARDS}"
     for card in cards:
         publish.validate_card(card)
+
+
+def test_processor_resizes_like_the_clip_pipeline(tmp_path: Path) -> None:
+    """The exported processor's short side is ``floor(crop / crop_pct)`` (the clip pipeline's rule), not rounded."""
+    torch.manual_seed(0)
+    model = timm.create_model("c2d_resnet_pico", num_classes=4, pretrained_cfg_overlay=dict(crop_pct=0.875))
+    out = Path(publish.export_model(model, tmp_path / "c2d", verify=False))
+    processor = json.loads((out / "video_preprocessor_config.json").read_text())
+    assert processor["size"] == {"shortest_edge": 36}  # 32 / 0.875 = 36.57: floor, where rounding gave 37
+    assert processor["crop_size"] == {"height": 32, "width": 32}
+    assert "crop_pct 0.875" in (out / "README.md").read_text()
