@@ -111,6 +111,14 @@ def test_not_a_video(content: bytes, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert_one_line(err, "predict", "clip.mp4")
 
 
+def test_folder_given_as_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    code, out, err = run(["predict", str(folder), "--model", "sifa_resnet_pico", "--device", "cpu"], capsys)
+    assert code == 1 and out == ""
+    assert_one_line(err, "predict", str(folder))
+
+
 def test_truncated_video(clip: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "truncated.mp4"
     path.write_bytes(Path(clip).read_bytes()[:200])  # the header only: no frame can be decoded
@@ -171,6 +179,16 @@ def test_unsafe_pickle_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     code, _, err = run(argv, capsys)
     assert code == 1 and not marker.exists()
     assert_one_line(err, "export", "sifa_r50.pth")
+
+
+def test_export_refuses_a_folder_with_foreign_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    code, _, err = run(["export", "--model", "sifa_resnet_pico", "--out", str(target), "--no-verify"], capsys)
+    assert code == 1
+    assert_one_line(err, "export", str(target))
+    assert [p.name for p in target.iterdir()] == ["notes.txt"] and (target / "notes.txt").read_text() == "mine"
 
 
 def test_export_labels_file_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
