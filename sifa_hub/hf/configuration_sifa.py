@@ -195,7 +195,7 @@ class SifaConfig(PreTrainedConfig):
         if self.id2label is None and num_classes is not None and "num_labels" not in kwargs:
             kwargs["num_labels"] = num_classes
         super().__post_init__(**kwargs)
-        labels = dict(self.id2label or {})
+        labels: dict[int, str] = {int(i): name for i, name in (self.id2label or {}).items()}
         if sorted(labels) != list(range(len(labels))):
             raise _error(f"id2label keys must be the class indices 0..{len(labels) - 1}, got {sorted(labels)}")
         if label_names is not None and list(label_names) != [labels[i] for i in range(len(labels))]:
@@ -312,7 +312,7 @@ class SifaConfig(PreTrainedConfig):
         return output
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """transformers' ``from_pretrained``; errors in the file name it (as through ``AutoConfig``)."""
         kwargs.setdefault(_SOURCE_KWARG, str(pretrained_model_name_or_path))
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
