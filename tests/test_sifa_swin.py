@@ -16,11 +16,8 @@ import sifa_hub  # noqa: F401  (registers the models)
 from sifa_hub.models._helpers import CheckpointMismatchError
 from sifa_hub.models.sifa_swin import SifaSwinTransformer, checkpoint_filter_fn
 
-FIXTURES = Path("/work/shared/fixtures")
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parents[1] / "shared" / "fixtures"
-TRANSFORMER_FIXTURE = FIXTURES / "official_sifa_transformer_small.safetensors"
-SHAPES_FIXTURE = FIXTURES / "official_state_dict_shapes.json"
+TRANSFORMER_FIXTURE = "official_sifa_transformer_small.safetensors"
+SHAPES_FIXTURE = "official_state_dict_shapes.json"
 
 VARIANTS = [
     f"{p}_{s}_patch4_window7_224" for p in ("sifa_swin", "c2d_swin") for s in ("tiny", "small", "base", "large")
@@ -39,9 +36,9 @@ def _clip(b: int = 2, t: int = 8, size: int = 32) -> torch.Tensor:
     return torch.randn(b, 3, t, size, size, generator=torch.Generator().manual_seed(1))
 
 
-def _fixture_model() -> SifaSwinTransformer:
+def _fixture_model(fixtures_dir: Path) -> SifaSwinTransformer:
     """The configuration of the official golden output (metadata ``arch`` of the fixture)."""
-    arch = json.loads(safe_open(str(TRANSFORMER_FIXTURE), "pt").metadata()["arch"])
+    arch = json.loads(safe_open(str(fixtures_dir / TRANSFORMER_FIXTURE), "pt").metadata()["arch"])
     assert arch["offsets"] == "fixed zero" and arch["K"] == 3 and arch["clip_len"] == 16 // arch["early_stride"]
     return SifaSwinTransformer(
         img_size=arch["img_size"],
@@ -75,8 +72,8 @@ def test_every_variant_builds_through_timm(name):
 
 
 @pytest.mark.parametrize("size", ["small", "base", "large"])
-def test_official_parameter_counts_and_key_by_key_conversion(size):
-    shapes = json.loads(SHAPES_FIXTURE.read_text())[f"c2d_sifa_swin_vit_{size[0]}_p4_w7"]
+def test_official_parameter_counts_and_key_by_key_conversion(size, fixtures_dir):
+    shapes = json.loads((fixtures_dir / SHAPES_FIXTURE).read_text())[f"c2d_sifa_swin_vit_{size[0]}_p4_w7"]
     with torch.device("meta"):
         model = timm.create_model(f"sifa_swin_{size}_patch4_window7_224", num_classes=400)
         official = {k: torch.empty(s) for k, s in shapes.items()}
@@ -207,22 +204,22 @@ def test_learned_offsets_variant_starts_equal_to_reference_mode():
         checkpoint_filter_fn(learn.state_dict(), ref)  # learned offsets are never dropped silently
 
 
-def test_official_golden_output_float64():
-    data = load_file(str(TRANSFORMER_FIXTURE))
+def test_official_golden_output_float64(fixtures_dir):
+    data = load_file(str(fixtures_dir / TRANSFORMER_FIXTURE))
     state = {k[len("state.") :]: v.double() for k, v in data.items() if k.startswith("state.")}
-    model = _fixture_model().double().eval()
+    model = _fixture_model(fixtures_dir).double().eval()
     model.load_state_dict(checkpoint_filter_fn(state, model), strict=True)
     with torch.no_grad():
         out = model(data["input"].double())
     torch.testing.assert_close(out, data["output.0"], rtol=0, atol=1e-8)
 
 
-def test_official_pth_checkpoint_through_timm_pretrained(tmp_path):
-    data = load_file(str(TRANSFORMER_FIXTURE))
+def test_official_pth_checkpoint_through_timm_pretrained(tmp_path, fixtures_dir):
+    data = load_file(str(fixtures_dir / TRANSFORMER_FIXTURE))
     state = {"module." + k[len("state.") :]: v for k, v in data.items() if k.startswith("state.")}
     path = tmp_path / "official.pth"
     torch.save({"state_dict": state, "epoch": 3}, path)
-    model = _fixture_model()
+    model = _fixture_model(fixtures_dir)
     kwargs = {k: getattr(model, k) for k in ("num_frames", "early_stride", "img_size")}
     timm_model = timm.create_model(
         "sifa_swin_tiny_patch4_window7_224",

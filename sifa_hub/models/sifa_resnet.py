@@ -17,7 +17,7 @@ What ``forward()`` returns (train and eval alike): ``log((softmax(a) + softmax(b
 reference prediction, as a ``(B, num_classes)`` tensor. Its softmax/argmax equal the official inference, and
 a generic timm training loop (cross entropy, label smoothing, mixup targets on ``model(x)``) trains the
 mixture ``-log((p_a + p_b) / 2)``, a proper loss of exactly the distribution used at test time. For the
-reference two-branch objective use :meth:`SIFAResNet.forward_heads` and :meth:`SIFAResNet.loss`.
+reference two-branch objective use :meth:`SifaResNet.forward_heads` and :meth:`SifaResNet.loss`.
 
 Deviations from the released code:
     * the offset conv's input uses ``prev[t] = x[t-1]`` (the spec and the code's stated intent). The released
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,7 +51,7 @@ from torch import nn
 from ..layers import SIFA
 from ._helpers import check_state_dict, inflate_conv_weight, unwrap_state_dict
 
-__all__ = ["SIFAResNet", "combine_heads", "dual_head_loss"]
+__all__ = ["SifaBottleneck", "SifaResNet", "checkpoint_filter_fn", "combine_heads", "dual_head_loss"]
 
 _logger = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class GlobalContextBottleneck(Bottleneck):
         return x + gc[:, :, None, None, None]
 
 
-class SIFABottleneck(Bottleneck):
+class SifaBottleneck(Bottleneck):
     """Bottleneck with ``out = out + SIFA(out)`` after conv2-bn-relu (official ``DEFLocalTransBottleneck``).
 
     Args:
@@ -224,7 +225,7 @@ class SIFABottleneck(Bottleneck):
         return x + self.sifa(x)  # frame t attends to frame t+1; the last frame gets nothing added
 
 
-class SIFAResNet(nn.Module):
+class SifaResNet(nn.Module):
     """SIFA-Net (and its C2D twin with ``use_sifa=False``) on clips ``(B, C, T, H, W)``.
 
     Args:
@@ -275,12 +276,12 @@ class SIFAResNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(layers) != 4 or any(n < 1 for n in layers):
-            raise ValueError(f"SIFAResNet: layers must be 4 positive block counts, got {tuple(layers)}")
+            raise ValueError(f"SifaResNet: layers must be 4 positive block counts, got {tuple(layers)}")
         if len(sifa_kernel) != 4:
-            raise ValueError(f"SIFAResNet: sifa_kernel must have 4 entries (one per stage), got {sifa_kernel}")
+            raise ValueError(f"SifaResNet: sifa_kernel must have 4 entries (one per stage), got {sifa_kernel}")
         if early_stride < 1 or num_frames < 2 * early_stride:
             raise ValueError(
-                f"SIFAResNet: need early_stride >= 1 and num_frames >= 2·early_stride (the dual head pools time "
+                f"SifaResNet: need early_stride >= 1 and num_frames >= 2·early_stride (the dual head pools time "
                 f"by 2), got num_frames={num_frames}, early_stride={early_stride}"
             )
         self.num_classes = num_classes
@@ -382,7 +383,7 @@ class SIFAResNet(nn.Module):
                 out.append(GlobalContextBottleneck(*common))
             elif temporal and self.use_sifa:
                 out.append(
-                    SIFABottleneck(
+                    SifaBottleneck(
                         *common,
                         sifa_kernel=sifa_kernel,
                         learn_offsets=self.learn_offsets,
@@ -432,7 +433,7 @@ class SIFAResNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace both classifiers; ``num_classes=0`` makes ``forward`` return pre-logits ``(B, 2·C)``."""
         if global_pool not in (None, "avg"):
-            raise ValueError(f"SIFAResNet only supports global_pool='avg', got {global_pool!r}")
+            raise ValueError(f"SifaResNet only supports global_pool='avg', got {global_pool!r}")
         self.num_classes = num_classes
         ref = self.conv1.weight
         for name in ("fc", "fc_dual"):
@@ -586,8 +587,8 @@ class SIFAResNet(nn.Module):
 _CLASSIFIER_KEYS = ("fc.weight", "fc.bias", "fc_dual.weight", "fc_dual.bias")
 
 
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SIFAResNet) -> dict[str, torch.Tensor]:
-    """Convert a checkpoint for :class:`SIFAResNet`; raise a readable report on any mismatch.
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SifaResNet) -> dict[str, torch.Tensor]:
+    """Convert a checkpoint for :class:`SifaResNet`; raise a readable report on any mismatch.
 
     Accepted sources:
         * our own state dict (pass-through);
@@ -656,9 +657,25 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SIFAResNet) -> di
     return out
 
 
-def _create_sifa_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+_DEPRECATED_NAMES = {"SIFAResNet": "SifaResNet", "SIFABottleneck": "SifaBottleneck"}
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated aliases of the class names before the ``Sifa*`` naming (issue 10); they warn once per use."""
+    if name in _DEPRECATED_NAMES:
+        new = _DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"sifa_hub.models.sifa_resnet.{name} is deprecated; use {new} (same class)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _create_sifa_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     return build_model_with_cfg(
-        SIFAResNet,
+        SifaResNet,
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
@@ -712,42 +729,42 @@ _PICO_ARGS: dict[str, Any] = {
 
 
 @register_model
-def sifa_resnet50(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def sifa_resnet50(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """SIFA-Net R50 (layers [3, 4, 6, 3], early stride 4, 16 frames)."""
     model_args = {"layers": (3, 4, 6, 3)}
     return _create_sifa_resnet("sifa_resnet50", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def sifa_resnet101(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def sifa_resnet101(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """SIFA-Net R101 (layers [3, 4, 23, 3], early stride 4, 16 frames)."""
     model_args = {"layers": (3, 4, 23, 3)}
     return _create_sifa_resnet("sifa_resnet101", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def sifa_resnet_pico(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def sifa_resnet_pico(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """Tiny SIFA-Net for CPU demos on 8-frame 32-64 px clips (see ``_PICO_ARGS``)."""
     model_args = {**_PICO_ARGS}
     return _create_sifa_resnet("sifa_resnet_pico", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def c2d_resnet50(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def c2d_resnet50(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """C2D twin of ``sifa_resnet50``: the same network with every SIFA block plain."""
     model_args = {"layers": (3, 4, 6, 3), "use_sifa": False}
     return _create_sifa_resnet("c2d_resnet50", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def c2d_resnet101(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def c2d_resnet101(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """C2D twin of ``sifa_resnet101``: the same network with every SIFA block plain."""
     model_args = {"layers": (3, 4, 23, 3), "use_sifa": False}
     return _create_sifa_resnet("c2d_resnet101", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def c2d_resnet_pico(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def c2d_resnet_pico(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """C2D twin of ``sifa_resnet_pico``."""
     model_args = {**_PICO_ARGS, "use_sifa": False}
     return _create_sifa_resnet("c2d_resnet_pico", pretrained, **dict(model_args, **kwargs))
