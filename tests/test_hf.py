@@ -295,6 +295,46 @@ def test_pixel_values_errors():
         model(np.zeros((1, 8, 3, 32, 32), np.float32))
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+def test_integer_pixel_values_point_to_the_processor(dtype):
+    model = SifaForVideoClassification(make_config("resnet", architecture="c2d_resnet_pico")).eval()
+    frames = torch.zeros(1, 8, 3, 32, 32, dtype=dtype)
+    with pytest.raises(TypeError, match=rf"dtype {dtype}.*video processor.*/ 255 - mean\) / std"):
+        model(frames)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_pixel_values_are_named(bad):
+    model = SifaForVideoClassification(make_config("swin")).eval()
+    x = clip(1)
+    x[0, 3, 1, 4, 5] = bad
+    with pytest.raises(ValueError, match="input clip contains NaN/Inf"):
+        model(x)
+
+
+def test_other_float_dtypes_are_cast_to_the_weights_dtype():
+    model = SifaForVideoClassification(make_config("resnet")).eval()
+    x = clip()
+    with torch.no_grad():
+        expected = model(x).logits
+        for dtype in (torch.float64, torch.float16, torch.bfloat16):
+            out = model(x.to(dtype)).logits
+            assert out.dtype == torch.float32
+            tol = 1e-6 if dtype == torch.float64 else 0.05
+            torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+
+
+def test_batch_of_zero_clips():
+    """An empty batch gives empty outputs of the right shapes (SIFA-Net, both classifiers)."""
+    model = SifaForVideoClassification(make_config("resnet")).eval()
+    with torch.no_grad():
+        out = model(clip(0), labels=torch.zeros(0, dtype=torch.long))
+    assert out.logits.shape == (0, 4) and all(h.shape == (0, 4) for h in out.head_logits)
+    with torch.no_grad():
+        features = SifaModel(make_config("resnet")).eval()(clip(0))
+    assert features.pooler_output.shape[0] == 0 and features.last_hidden_state.shape[0] == 0
+
+
 # --------------------------------------------------------------------------------------------- save and load
 
 
