@@ -41,7 +41,8 @@ __all__ = [
 
 CHECKPOINT_FORMAT = 1
 _STEP_DIR = re.compile(r"step-\d{8}")
-_REQUIRED_FILES = ("trainer_state.json", "model.safetensors", "optimizer.safetensors")
+_MODEL_FILES = ("trainer_state.json", "model.safetensors")  # enough to rebuild the model
+_REQUIRED_FILES = (*_MODEL_FILES, "optimizer.safetensors")  # enough to resume
 
 
 def model_architecture(model: nn.Module) -> str:
@@ -50,16 +51,17 @@ def model_architecture(model: nn.Module) -> str:
     return str(cfg.get("architecture") or type(unwrap_model(model)).__name__)
 
 
-def is_complete_checkpoint(path: str) -> bool:
-    """Whether ``path`` is a checkpoint folder with every file a resume needs."""
-    return all(os.path.isfile(os.path.join(path, name)) for name in _REQUIRED_FILES)
+def is_complete_checkpoint(path: str, *, for_resume: bool = True) -> bool:
+    """Whether ``path`` is a checkpoint folder with every file a resume (or, ``for_resume=False``, a model) needs."""
+    names = _REQUIRED_FILES if for_resume else _MODEL_FILES
+    return all(os.path.isfile(os.path.join(path, name)) for name in names)
 
 
-def latest_checkpoint(output_dir: str) -> str | None:
+def latest_checkpoint(output_dir: str, *, for_resume: bool = True) -> str | None:
     """The newest complete checkpoint folder under ``output_dir/checkpoints``, or ``None``.
 
     ``latest.json`` names it; when that folder was deleted or lacks a file, the newest complete ``step-<N>``
-    folder is used instead.
+    folder is used instead. ``for_resume=False`` asks only for the model's files (inference, export).
     """
     root = os.path.join(output_dir, "checkpoints")
     pointer = os.path.join(root, "latest.json")
@@ -69,12 +71,14 @@ def latest_checkpoint(output_dir: str) -> str | None:
                 name = json.load(f).get("checkpoint")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             name = None
-        if isinstance(name, str) and _STEP_DIR.fullmatch(name) and is_complete_checkpoint(os.path.join(root, name)):
-            return os.path.join(root, name)
+        folder = os.path.join(root, name) if isinstance(name, str) and _STEP_DIR.fullmatch(name) else None
+        if folder is not None and is_complete_checkpoint(folder, for_resume=for_resume):
+            return folder
     if not os.path.isdir(root):
         return None
     steps = sorted((d for d in os.listdir(root) if _STEP_DIR.fullmatch(d)), reverse=True)
-    return next((os.path.join(root, d) for d in steps if is_complete_checkpoint(os.path.join(root, d))), None)
+    folders = (os.path.join(root, d) for d in steps)
+    return next((f for f in folders if is_complete_checkpoint(f, for_resume=for_resume)), None)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ class Source:
 def _newest_checkpoint(run_dir: str) -> str | None:
     from .checkpoint import latest_checkpoint
 
-    return latest_checkpoint(run_dir)
+    return latest_checkpoint(run_dir, for_resume=False)
 
 
 def resolve_source(name_or_path: str | os.PathLike[str]) -> Source:
@@ -238,6 +238,10 @@ def load_model(
             model, stored, description, train_config = _from_training_checkpoint(resolved.path, **kwargs)
             source = resolved.path
         else:
+            if kind == "export":  # timm would read config.json itself and raise a bare JSON/KeyError
+                from .models._validation import read_model_config
+
+                read_model_config(os.path.join(resolved.path or "", "config.json"))
             model = _create(source, pretrained=pretrained or kind != "variant", **kwargs)
             stored = None
             if kind == "variant":
