@@ -7,7 +7,8 @@ model taking clips ``(B, C, T, H, W)``::
     model = torch.hub.load("/path/to/sifa_hub", "sifa_resnet_pico", source="local", num_classes=5)
 
 ``torch.hub.list(...)`` shows every variant, ``torch.hub.help(..., name)`` its documentation.
-The repository directory is put on ``sys.path`` first, so the package need not be pip-installed.
+The repository directory is put on ``sys.path`` first, so the package need not be pip-installed. Only torch, timm
+and safetensors are needed: the entrypoints work the same without transformers and PyAV.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if _REPO_DIR not in sys.path:
 import timm  # noqa: E402
 from torch import nn  # noqa: E402
 
-import sifa_hub  # noqa: E402, F401  (importing registers every variant with timm)
+import sifa_hub.models  # noqa: E402, F401  (importing registers every variant with timm)
 
 _DESCRIPTIONS = {
     "sifa_resnet50": "SIFA-Net R50: C2D ResNet-50 with SIFA blocks in layers 2-4 and a dual temporal head.",

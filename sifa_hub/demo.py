@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from .train import MOTION_VAL_SEED_OFFSET, MotionClips, TrainConfig, train, write_json_atomic
+from .loading import load_model
+from .train import TrainConfig, train
+from .training_data import MOTION_VAL_SEED_OFFSET, MotionClips
+from .utils.io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["DemoConfig", "FAMILIES", "run_demo", "reversal_gap"]
 
@@ -89,6 +93,16 @@ def _say(cfg: DemoConfig, text: str) -> None:
         print(text, flush=True)
 
 
+def _smooth(values: Sequence[float]) -> list[float]:
+    """Trailing mean over a window of 1/20 of the curve."""
+    window = max(1, len(values) // 20)
+    means = []
+    for i in range(len(values)):
+        recent = values[max(0, i - window + 1) : i + 1]
+        means.append(sum(recent) / len(recent))
+    return means
+
+
 def _plot_curves(runs: dict[str, dict[str, Any]], num_classes: int, out: str) -> str:
     """Training loss per step and validation top-1 per epoch of every run, as one PNG."""
     import matplotlib
@@ -102,12 +116,7 @@ def _plot_curves(runs: dict[str, dict[str, Any]], num_classes: int, out: str) ->
         if curve:
             steps, losses = zip(*curve)
             ax_loss.plot(steps, losses, color=color, alpha=0.35, linewidth=0.8)
-            window = max(1, len(losses) // 20)
-            smooth = [
-                sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
-                for i in range(len(losses))
-            ]
-            ax_loss.plot(steps, smooth, color=color, label=name)
+            ax_loss.plot(steps, _smooth(losses), color=color, label=name)
         epochs = [rec["epoch"] for rec in metrics["history"] if "val" in rec]
         accs = [rec["val"]["top1"] for rec in metrics["history"] if "val" in rec]
         ax_acc.plot(epochs, accs, marker="o", color=color, label=name)
@@ -132,10 +141,9 @@ def _plot_curves(runs: dict[str, dict[str, Any]], num_classes: int, out: str) ->
     ax_loss.legend()
     ax_acc.legend(loc="lower right")
     fig.tight_layout()
-    tmp = out + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, out)
     return out
 
 
@@ -168,18 +176,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         torch.set_num_threads(previous_threads)
 
 
-def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
+def _render_sets(cfg: DemoConfig, sifa_name: str) -> tuple[MotionClips, MotionClips]:
+    """Training and validation clips of the motion set, normalised as the SIFA model expects."""
     import timm
 
-    from .data import write_video
-    from .explain import _display_frames, explain_clip
-    from .predict import load_model
-
-    start = time.perf_counter()
-    sifa_name, c2d_name = FAMILIES[cfg.family]
-    lr = cfg.lr if cfg.lr is not None else _FAMILY_LR[cfg.family]
-    out = os.path.abspath(cfg.out)
-    os.makedirs(out, exist_ok=True)
+    from . import models  # noqa: F401  (registers the variants)
 
     _say(
         cfg,
@@ -193,12 +194,16 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     geometry["num_classes"] = cfg.classes
     train_set = MotionClips(cfg.train_samples, seed=cfg.seed, **geometry)
     val_set = MotionClips(cfg.val_samples, seed=cfg.seed + MOTION_VAL_SEED_OFFSET, **geometry)
-    classes = train_set.classes
-    chance = 100.0 / len(classes)
+    return train_set, val_set
 
+
+def _train_pair(
+    cfg: DemoConfig, sets: tuple[MotionClips, MotionClips], lr: float, out: str
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Train the SIFA model and its C2D twin with identical settings; their metrics and one table row each."""
     runs: dict[str, dict[str, Any]] = {}
-    times: dict[str, float] = {}
-    for step, name in ((2, sifa_name), (3, c2d_name)):
+    rows = []
+    for step, name in enumerate(FAMILIES[cfg.family], start=2):
         _say(cfg, f"[{step}/5] training {name} for {cfg.epochs} epochs (AdamW, lr {lr:g}, batch {cfg.batch_size})")
         tcfg = TrainConfig(
             model=name,
@@ -222,12 +227,7 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
             device="cpu",
         )
         t0 = time.perf_counter()
-        runs[name] = train(tcfg, datasets=(train_set, val_set, classes))
-        times[name] = time.perf_counter() - t0
-
-    _say(cfg, "[4/5] comparing the two models")
-    rows = []
-    for name, metrics in runs.items():
+        runs[name] = metrics = train(tcfg, datasets=(sets[0], sets[1], sets[1].classes))
         final = metrics["final"]
         rows.append(
             {
@@ -236,114 +236,128 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
                 "top1": final["top1"],
                 "top5": final["top5"],
                 "clips_per_s": final["clips_per_s"],
-                "train_seconds": times[name],
+                "train_seconds": time.perf_counter() - t0,
             }
         )
-    c2d = load_model(os.path.join(out, c2d_name))
-    probe = torch.stack([val_set[i][0] for i in range(min(16, len(val_set)))])
-    gap = reversal_gap(c2d, probe)
+    return runs, rows
 
-    _say(cfg, "[5/5] drawing learning curves and SIFA's sampling positions")
-    curves = _plot_curves(runs, len(classes), os.path.join(out, "learning_curves.png"))
-    sifa = load_model(os.path.join(out, sifa_name))
-    sifa_pred = [int(sifa(val_set[i][0][None]).argmax()) for i in range(min(len(val_set), 16))]
-    shown = next((i for i, p in enumerate(sifa_pred) if p == int(val_set.labels[i])), 0)  # a correct clip if any
-    sampling = explain_clip(
-        sifa,
-        val_set[shown][0],
-        _display_frames(val_set[shown][0], pcfg.mean, pcfg.std),
-        os.path.join(out, "sifa_sampling.png"),
-        title=f"{sifa_name}, validation clip {shown} ({classes[int(val_set.labels[shown])]})",
-    )
-    samples = os.path.join(out, "samples")
-    os.makedirs(samples, exist_ok=True)
-    for label, name in enumerate(classes):
+
+def _draw_sampling(sifa: torch.nn.Module, val_set: MotionClips, path: str, title: str) -> str:
+    """SIFA's sampling positions on a validation clip it classifies correctly (the first one, if none)."""
+    from .explain import explain_clip
+
+    with torch.no_grad():
+        predicted = [int(sifa(val_set[i][0][None]).argmax()) for i in range(min(len(val_set), 16))]
+    shown = next((i for i, p in enumerate(predicted) if p == int(val_set.labels[i])), 0)
+    label = val_set.classes[int(val_set.labels[shown])]
+    frames = val_set.videos[shown]  # uint8 (T, H, W, 3): the clip as rendered
+    return explain_clip(sifa, val_set[shown][0], frames, path, title=f"{title}, validation clip {shown} ({label})")
+
+
+def _write_samples(val_set: MotionClips, folder: str) -> str:
+    """One mp4 per class (the first validation clip of each), for ``sifa-hub predict`` / ``explain``."""
+    from .data import write_video
+
+    for label, name in enumerate(val_set.classes):
         index = next((i for i in range(len(val_set)) if int(val_set.labels[i]) == label), None)
         if index is not None:
-            write_video(os.path.join(samples, f"{name}.mp4"), val_set.videos[index], fps=8.0)
+            with atomic_path(os.path.join(folder, f"{name}.mp4")) as tmp:
+                write_video(tmp, val_set.videos[index], fps=8.0)
+    return folder
 
+
+def _verdict(family: str, rows: list[dict[str, Any]]) -> list[str]:
+    sifa_name, c2d_name = FAMILIES[family]
     sifa_top1, c2d_top1 = rows[0]["top1"], rows[1]["top1"]
-    verdict = [
+    return [
         f"{sifa_name}: top-1 {sifa_top1:.1f}% (target >= 90%: {'met' if sifa_top1 >= 90 else 'NOT met'})",
         f"{c2d_name}: top-1 {c2d_top1:.1f}% (target: within 10 points of its 50% ceiling: "
         f"{'met' if abs(c2d_top1 - C2D_CEILING) <= 10 else 'NOT met'})",
     ]
+
+
+def _chance_note(classes: Sequence[str], gap: float) -> str:
+    """Why the C2D twin's chance level is 50% here (or why it is not bound by it), with the measured gap."""
     pairs = ", ".join(f"{a}/{b}" for a, b in zip(classes[::2], classes[1::2]))
-    note = f"Chance: {chance:.1f}% for {len(classes)} balanced classes. The classes come in time-reversal pairs "
-    note += f"({pairs}); "
+    note = f"Chance: {100.0 / len(classes):.1f}% for {len(classes)} balanced classes. The classes come in "
+    note += f"time-reversal pairs ({pairs}); "
     if gap < 1e-3:
-        note += (
+        return note + (
             f"a frame-wise model pooled over time (C2D) gives a clip and its reversal identical logits (measured max "
             f"|difference|: {gap:.1e}), so it can find the pair but never the direction: its ceiling, and its chance "
             "level here, is 50%."
         )
-    else:
-        note += (
-            f"a purely frame-wise model would be blind to their order (ceiling 50%), but this C2D twin is not: its "
-            f"logits change under time reversal (max |difference|: {gap:.1e}; e.g. a tubelet embedding spanning "
-            "several frames), so the 50% ceiling does not bind it."
-        )
-    table = _table(rows)
-    elapsed = time.perf_counter() - start
-    results = {
-        "config": asdict(cfg),
-        "lr": lr,
-        "classes": classes,
-        "chance_top1": chance,
-        "c2d_ceiling_top1": C2D_CEILING,
-        "c2d_reversal_max_logit_gap": gap,
-        "models": rows,
-        "verdict": verdict,
-        "files": {
-            "sifa_model": os.path.join(out, sifa_name),
-            "c2d_model": os.path.join(out, c2d_name),
-            "learning_curves": curves,
-            "sampling": sampling,
-            "samples": samples,
-        },
-        "seconds": elapsed,
-        "threads": torch.get_num_threads(),
-    }
-    write_json_atomic(os.path.join(out, "results.json"), results)
-    md = "\n".join(
-        [
-            f"# sifa-hub demo ({cfg.family})",
-            "",
-            "```",
-            table,
-            "```",
-            "",
-            *[f"- {v}" for v in verdict],
-            "",
-            note,
-            "",
-            f"clips/s: validation inference on CPU, {torch.get_num_threads()} torch thread(s); "
-            "train s: wall time of training.",
-            "",
-        ]
+    return note + (
+        f"a purely frame-wise model would be blind to their order (ceiling 50%), but this C2D twin is not: its "
+        f"logits change under time reversal (max |difference|: {gap:.1e}; e.g. a tubelet embedding spanning "
+        "several frames), so the 50% ceiling does not bind it."
     )
-    tmp = os.path.join(out, ".results.md.tmp")
-    with open(tmp, "w") as f:
-        f.write(md)
-    os.replace(tmp, os.path.join(out, "results.md"))
+
+
+def _write_reports(cfg: DemoConfig, out: str, results: dict[str, Any], table: str, note: str) -> None:
+    atomic_write_json(os.path.join(out, "results.json"), results)
+    lines = [f"# sifa-hub demo ({cfg.family})", "", "```", table, "```", ""]
+    lines += [f"- {v}" for v in results["verdict"]] + ["", note, ""]
+    lines += [
+        f"clips/s: validation inference on CPU, {torch.get_num_threads()} torch thread(s); "
+        "train s: wall time of training.",
+        "",
+    ]
+    atomic_write_text(os.path.join(out, "results.md"), "\n".join(lines))
+
+
+def _print_summary(cfg: DemoConfig, out: str, results: dict[str, Any], table: str, note: str) -> None:
+    sifa_name = FAMILIES[cfg.family][0]
     if cfg.progress:
         print()
     print(table)
     print()
-    for v in verdict:
+    for v in results["verdict"]:
         print(v)
     print(note)
     print(
         f"\nwrote {out}/: {sifa_name}/ (publishable model), learning_curves.png, sifa_sampling.png, results.md, "
-        f"samples/*.mp4  [{elapsed:.0f} s]"
+        f"samples/*.mp4  [{results['seconds']:.0f} s]"
     )
-    print(f"try: sifa-hub predict {samples}/left.mp4 --model {os.path.join(out, sifa_name)}")
+    print(f"try: sifa-hub predict {results['files']['samples']}/left.mp4 --model {os.path.join(out, sifa_name)}")
+
+
+def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    start = time.perf_counter()
+    sifa_name, c2d_name = FAMILIES[cfg.family]
+    lr = cfg.lr if cfg.lr is not None else _FAMILY_LR[cfg.family]
+    out = os.path.abspath(cfg.out)
+    train_set, val_set = _render_sets(cfg, sifa_name)
+    runs, rows = _train_pair(cfg, (train_set, val_set), lr, out)
+
+    _say(cfg, "[4/5] comparing the two models")
+    c2d = load_model(os.path.join(out, c2d_name)).model
+    gap = reversal_gap(c2d, torch.stack([val_set[i][0] for i in range(min(16, len(val_set)))]))
+
+    _say(cfg, "[5/5] drawing learning curves and SIFA's sampling positions")
+    sifa = load_model(os.path.join(out, sifa_name)).model
+    files = {
+        "sifa_model": os.path.join(out, sifa_name),
+        "c2d_model": os.path.join(out, c2d_name),
+        "learning_curves": _plot_curves(runs, len(val_set.classes), os.path.join(out, "learning_curves.png")),
+        "sampling": _draw_sampling(sifa, val_set, os.path.join(out, "sifa_sampling.png"), sifa_name),
+        "samples": _write_samples(val_set, os.path.join(out, "samples")),
+    }
+    note = _chance_note(val_set.classes, gap)
+    results = {
+        "config": asdict(cfg),
+        "lr": lr,
+        "classes": val_set.classes,
+        "chance_top1": 100.0 / len(val_set.classes),
+        "c2d_ceiling_top1": C2D_CEILING,
+        "c2d_reversal_max_logit_gap": gap,
+        "models": rows,
+        "verdict": _verdict(cfg.family, rows),
+        "files": files,
+        "seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),
+    }
+    table = _table(rows)
+    _write_reports(cfg, out, results, table, note)
+    _print_summary(cfg, out, results, table, note)
     return results
-
-
-if __name__ == "__main__":  # python -m sifa_hub.demo [options] = sifa-hub demo [options]
-    import sys
-
-    from .cli import main
-
-    raise SystemExit(main(["demo", *sys.argv[1:]]))

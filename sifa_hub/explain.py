@@ -1,7 +1,7 @@
 """Where does SIFA look? Draw a query point in frame t and its K×K deformed keys in frame t+1.
 
 For a chosen :class:`sifa_hub.layers.SIFA` module a forward pre-hook captures its input features ``x`` of shape
-``(B, C, T', h, w)``. From them, exactly as the operator does (``SIFA_SPEC.md``):
+``(B, C, T', h, w)``. From them, exactly as the operator does (``docs/SPEC.md``):
 
 * offsets ``Δ = SIFA.compute_offsets(x)`` of the key frames 1..T'-1 (zero when the module has no offset conv);
 * key positions of the query at cell ``p`` of frame ``t``: ``p − P + (i·d, j·d) + Δ[k, t, p]`` in frame ``t+1``;
@@ -24,8 +24,17 @@ from torch import nn
 
 from .layers import SIFA
 from .ops.reference import bilinear_sample_zeros
+from .utils.io import atomic_path
 
-__all__ = ["SamplingMap", "find_sifa_modules", "sifa_sampling", "draw_sampling", "explain_clip", "explain_video"]
+__all__ = [
+    "SamplingMap",
+    "display_frames",
+    "draw_sampling",
+    "explain_clip",
+    "explain_video",
+    "find_sifa_modules",
+    "sifa_sampling",
+]
 
 
 @dataclass
@@ -213,11 +222,11 @@ def draw_sampling(
     )
     fig.tight_layout()
     out = os.fspath(out)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -237,8 +246,8 @@ def explain_clip(
     return draw_sampling(frames, sampling, out, query=query, max_frames=max_frames, title=title)
 
 
-def _display_frames(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Model input ``(3, T, H, W)`` → uint8 ``(T, H, W, 3)`` by undoing the normalisation."""
+def display_frames(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Model input ``(3, T, H, W)`` → uint8 ``(T, H, W, 3)`` by undoing the normalisation (what the model saw)."""
     m = torch.tensor(mean).view(3, 1, 1, 1)
     s = torch.tensor(std).view(3, 1, 1, 1)
     pixels = (clip.float().cpu() * s + m).clamp(0, 1)
@@ -247,36 +256,34 @@ def _display_frames(clip: torch.Tensor, mean: Sequence[float], std: Sequence[flo
 
 def explain_video(
     video: str | os.PathLike[str],
-    model: str | nn.Module,
+    model: str | os.PathLike[str] | nn.Module,
     *,
     out: str | os.PathLike[str] = "sifa_sampling.png",
     block: int = 0,
     query: tuple[float, float] | None = None,
     max_frames: int = 6,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
 ) -> str:
     """Draw SIFA's sampling positions on a video file (``sifa-hub explain``); returns the PNG path.
 
     Args:
-        video: video file; it is preprocessed as in :func:`sifa_hub.predict.predict` (one centre clip).
-        model: a SIFA model: exported directory, timm name, Hub id or instance.
+        video: Video file; preprocessed by the clip pipeline exactly as for :func:`sifa_hub.predict.predict` (one
+            centre clip).
+        model: A SIFA model: any source of :func:`sifa_hub.loading.load_model`, or an instance.
         out: PNG to write.
-        block: which SIFA module (forward order).
+        block: Which SIFA module (forward order).
         query: ``(row, col)`` in model-input pixels, or ``None`` for the strongest motion per pair.
-        max_frames: consecutive pairs to draw.
-        device: where to run the model.
+        max_frames: Consecutive pairs to draw.
+        device: Where to run the model.
     """
-    from .data import decode_video
-    from .predict import load_model, video_to_views
-    from .train import model_data_config
+    from .data.pipeline import ClipPipeline
+    from .loading import load_model
+    from .utils.runtime import resolve_device
 
-    net = load_model(model, device)
-    cfg = model_data_config(net)
-    frames, _ = decode_video(video)
-    clip = video_to_views(
-        frames, num_frames=cfg["num_frames"], img_size=cfg["img_size"], mean=cfg["mean"], std=cfg["std"]
-    )[0]
-    arch = (getattr(net, "pretrained_cfg", None) or {}).get("architecture", type(net).__name__)
+    loaded = load_model(model, device=resolve_device(device))
+    cfg = loaded.data_config
+    clip = ClipPipeline.from_data_config(cfg).load(video)[0]  # (3, T, H, W)
+    arch = (getattr(loaded.model, "pretrained_cfg", None) or {}).get("architecture", type(loaded.model).__name__)
     title = f"{arch} on {os.path.basename(os.fspath(video))}"
-    shown = _display_frames(clip, cfg["mean"], cfg["std"])
-    return explain_clip(net, clip, shown, out, block=block, query=query, max_frames=max_frames, title=title)
+    shown = display_frames(clip, cfg["mean"], cfg["std"])
+    return explain_clip(loaded.model, clip, shown, out, block=block, query=query, max_frames=max_frames, title=title)

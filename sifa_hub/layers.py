@@ -74,8 +74,9 @@ class SIFA(nn.Module):
         return self.conv_offset is not None
 
     def compute_offsets(self, x: torch.Tensor) -> torch.Tensor | None:
-        """Offsets ``(B, 2K², T-1, H, W)`` of the key frames 1..T-1, or ``None`` when fixed to zero."""
-        if self.conv_offset is None or x.shape[2] < 2:
+        """Offsets ``(B, 2K², T-1, H, W)`` of the key frames 1..T-1, or ``None`` when fixed to zero (or ``x`` is
+        empty: batch 0 or an empty map, where a conv cannot run and there is nothing to sample)."""
+        if self.conv_offset is None or x.shape[2] < 2 or x.numel() == 0:
             return None
         return self.conv_offset(offset_input(x))
 

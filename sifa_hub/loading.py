@@ -114,17 +114,34 @@ def resolve_source(name_or_path: str | os.PathLike[str]) -> Source:
     return Source("variant", value)
 
 
+def _pair(size: Any) -> tuple[Any, Any]:
+    return (size[0], size[-1]) if isinstance(size, (tuple, list)) else (size, size)
+
+
+def _built_img_size(model: nn.Module) -> int | None:
+    """The input side a model was explicitly built with (``img_size=``), or None when it kept its constructor's
+    default (a fully convolutional ResNet records 224 whatever its pretrained config says)."""
+    import inspect
+
+    size = getattr(model, "img_size", None)
+    try:
+        default = inspect.signature(type(model).__init__).parameters["img_size"].default
+    except (KeyError, TypeError, ValueError):
+        default = inspect.Parameter.empty
+    if size is None or (default is not inspect.Parameter.empty and _pair(size) == _pair(default)):
+        return None
+    return int(_pair(size)[-1])
+
+
 def data_config(model: nn.Module) -> dict[str, Any]:
     """The inference input of a model: ``mean``, ``std``, ``num_frames``, ``img_size`` (crop side), ``crop_pct``.
 
-    A model loaded from a folder or the Hub uses the input size it was saved with; a model built here the size
-    it was built for.
+    The input side is the one the model was explicitly built with (``img_size=``), else its own pretrained
+    config's ``input_size`` (``c2d_resnet_pico``: 32; a folder or Hub model: the size it was saved with), else 224.
     """
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    size = None if cfg.get("source") in ("local-dir", "hf-hub") else getattr(model, "img_size", None)
-    if isinstance(size, (tuple, list)):
-        size = size[-1]
-    if not isinstance(size, int):
+    size = None if cfg.get("source") in ("local-dir", "hf-hub") else _built_img_size(model)
+    if size is None:
         size = cfg.get("input_size", (3, 224, 224))[-1]
     return {
         "mean": tuple(float(m) for m in cfg.get("mean", IMAGENET_MEAN)),

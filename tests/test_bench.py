@@ -1,8 +1,10 @@
-"""Smoke tests of the benchmark machinery (``sifa_hub.bench``) on pico models; no timing is asserted."""
+"""Tests of the benchmark package (``sifa_hub.bench``) and of FLOP counting (``sifa_hub.utils.flops``) on pico
+models and tiny shapes; no timing is asserted."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import timm
@@ -11,7 +13,11 @@ from torch import nn
 
 import sifa_hub  # noqa: F401  (registers the models)
 from sifa_hub import bench
+from sifa_hub.bench import op as op_bench
 from sifa_hub.layers import SIFA
+from sifa_hub.utils import flops
+
+PICO = ["sifa_resnet_pico", "c2d_resnet_pico"]
 
 
 class _TinySifaNet(nn.Module):
@@ -31,21 +37,40 @@ class _TinySifaNet(nn.Module):
 
 def test_sifa_op_flops_formula() -> None:
     # B·(T-1)·H·W queries × K² keys × 6C MACs × 2 FLOPs
-    assert bench.sifa_op_flops((2, 8, 4, 5, 6), 3) == 2 * (2 * 3 * 5 * 6) * 9 * 6 * 8
-    assert bench.sifa_op_flops((1, 8, 1, 5, 6), 3) == 0
+    assert flops.sifa_op_flops((2, 8, 4, 5, 6), 3) == 2 * (2 * 3 * 5 * 6) * 9 * 6 * 8
+    assert flops.sifa_op_flops((1, 8, 1, 5, 6), 3) == 0
 
 
 def test_count_flops_adds_the_sifa_op_analytically() -> None:
     model = _TinySifaNet().eval()
     bench.perturb_offset_convs(model)  # a zero offset conv is skipped at inference; a trained one is not
     x = torch.randn(2, 3, 4, 6, 7)  # (B, C, T, H, W)
-    total, sifa_part = bench.count_flops(model, x)
+    total, sifa_part = flops.count_flops(model, x)
     n = 2 * 4 * 6 * 7  # output positions of the (1, 3, 3) convs
     conv = 2 * n * 8 * 3 * 9
     conv_offset = 2 * (2 * 3 * 6 * 7) * 18 * 8 * 9  # on the T-1 key frames
     fc = 2 * 2 * 8 * 5
-    assert sifa_part == bench.sifa_op_flops((2, 8, 4, 6, 7), 3)
+    assert sifa_part == flops.sifa_op_flops((2, 8, 4, 6, 7), 3)
     assert total == conv + conv_offset + fc + sifa_part
+
+
+def test_instrument_sifa_routes_every_call_and_restores() -> None:
+    import sifa_hub.layers
+    import sifa_hub.ops
+
+    original = sifa_hub.ops.sifa_attention
+    seen: list[tuple[int, ...]] = []
+
+    def on_call(op, args, kwargs):  # type: ignore[no-untyped-def]
+        seen.append(tuple(args[0].shape))
+        return op(*args, **kwargs)
+
+    model = _TinySifaNet().eval()
+    with flops.instrument_sifa(on_call), torch.no_grad():
+        model(torch.randn(1, 3, 3, 5, 5))
+    assert seen == [(1, 8, 3, 5, 5)]
+    assert sifa_hub.ops.sifa_attention is original
+    assert getattr(sifa_hub.layers, "sifa_attention", original) is original
 
 
 def test_flop_counter_counts_the_fused_sifa_op_and_cpu_sdpa() -> None:
@@ -54,14 +79,14 @@ def test_flop_counter_counts_the_fused_sifa_op_and_cpu_sdpa() -> None:
     from sifa_hub.ops import sifa_attention
 
     x = torch.randn(1, 8, 3, 5, 6)  # (B, C, T, H, W)
-    counter = bench.flop_counter()
+    counter = flops.flop_counter()
     with counter, torch.no_grad():
         sifa_attention(x, backend="cpu")  # the torch.library custom op sifa_hub::cpu_forward
-    assert counter.get_total_flops() == bench.sifa_op_flops(x.shape, 3)
+    assert counter.get_total_flops() == flops.sifa_op_flops(x.shape, 3)
 
     q = torch.randn(1, 2, 10, 4)  # (B, heads, N, head_dim)
     for grad_mode in (torch.no_grad, torch.inference_mode):  # two different aten ops on CPU
-        counter = bench.flop_counter()
+        counter = flops.flop_counter()
         with counter, grad_mode():
             nn.functional.scaled_dot_product_attention(q, q, q)
         assert counter.get_total_flops() == sdpa_flop_count(q.shape, q.shape, q.shape) > 0
@@ -96,7 +121,12 @@ def test_framewise_averages_frame_logits() -> None:
 
 def test_write_report_keeps_the_text_around_the_generated_section(tmp_path) -> None:
     path = tmp_path / "RESULTS.md"
-    bench.write_report(str(path), "first")
+    umask = os.umask(0o022)
+    try:
+        bench.write_report(str(path), "first")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
     text = path.read_text()
     path.write_text("# Title\nhand-written intro\n" + text.split("# Model benchmarks\n\n", 1)[1] + "analysis\n")
     bench.write_report(str(path), "second")
@@ -106,31 +136,92 @@ def test_write_report_keeps_the_text_around_the_generated_section(tmp_path) -> N
     assert text.endswith("analysis\n")
 
 
+def test_plan_settings_follows_the_budget_rules() -> None:
+    config = bench.BenchConfig(models=[], batch_sizes=[1, 4], dtypes=["fp32", "bf16"], modes=["infer", "train"])
+    light, heavy, peer = (bench.spec_for(n) for n in ("c2d_resnet50", "c2d_swin_base_patch4_window7_224", "r3d_18"))
+    assert bench.plan_settings(light, config) == [
+        ("infer", 1, "fp32", 5), ("infer", 1, "bf16", 5), ("infer", 4, "fp32", 5), ("infer", 4, "bf16", 5),
+        ("train", 1, "fp32", 3), ("train", 1, "bf16", 3), ("train", 4, "fp32", 1), ("train", 4, "bf16", 1),
+    ]  # fmt: skip
+    assert [s for s in bench.plan_settings(heavy, config) if s[0] == "train"] == [
+        ("train", 1, "fp32", 1), ("train", 1, "bf16", 1)
+    ]  # fmt: skip
+    peer_plan = [("infer", 1, "fp32", 5), ("infer", 1, "bf16", 5), ("train", 1, "fp32", 1)]
+    assert bench.plan_settings(peer, config) == peer_plan
+    config.budget = False
+    assert len(bench.plan_settings(peer, config)) == 8
+
+
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("kwargs", "message"),
     [
-        (["--dtypes", "fp16"], "--dtypes"),
-        (["--repeats", "0"], "--repeats"),
-        (["--models", "no_such_model", "--repeats", "1"], "no_such_model"),
+        ({"dtypes": ["fp16"]}, "dtypes"),
+        ({"repeats": 0}, "repeats"),
+        ({"modes": ["eval"]}, "modes"),
+        ({"batch_sizes": [0]}, "batch_sizes"),
+        ({"models": ["no_such_model"], "repeats": 1}, "no_such_model"),
     ],
 )
-def test_bad_arguments_name_the_problem(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit):
-        bench.main(argv)
-    assert message in capsys.readouterr().err
+def test_bad_arguments_name_the_problem(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        bench.run_models(**kwargs, log=lambda s: None)
 
 
+def test_run_models_tiny_writes_both_reports_and_renders_them_again(tmp_path) -> None:
+    out, raw = tmp_path / "RESULTS.md", tmp_path / "raw.json"
+    report = bench.run_models(
+        PICO, reference="c2d_resnet_pico", profile_model=None, frames=4, size=32, batch_sizes=[1], dtypes=["fp32"],
+        repeats=1, train_repeats=1, threads=1, out=str(out), json_path=str(raw), log=lambda s: None,
+    )  # fmt: skip
+    data = json.loads(raw.read_text())
+    assert [i["name"] for i in data["infos"]] == PICO
+    settings = {(r["model"], r["mode"]) for r in data["results"]}
+    assert settings == {(m, mode) for m in PICO for mode in ("infer", "train")}
+    assert all(r["error"] is None and len(r["times_s"]) == 1 and r["peak_bytes"] > 0 for r in data["results"])
+    assert "| sifa_resnet_pico | infer b1 fp32 |" in report  # the twin table
+    assert report.strip() in out.read_text() and "Partial run" not in out.read_text()
+    rendered = tmp_path / "RENDERED.md"
+    assert bench.render_models(str(raw), out=str(rendered)).split("Run: ", 1)[1] == report.split("Run: ", 1)[1]
+    assert rendered.read_text() == out.read_text()
+
+
+def test_render_models_names_a_bad_file(tmp_path) -> None:
+    bad = tmp_path / "run.json"
+    bad.write_text('{"infos": []}')
+    with pytest.raises(ValueError, match="run.json"):
+        bench.render_models(str(bad))
+
+
+def test_run_op_tiny_rows(tmp_path) -> None:
+    lines: list[str] = []
+    rows = bench.run_op(
+        shapes=((8, 6),), rounds=1, warmup=0, batch=1, mem_batch=1, frames=3, json_path=str(tmp_path / "op.json"),
+        log=lines.append,
+    )  # fmt: skip
+    (row,) = rows
+    assert row["shape"] == "C8@6²"
+    methods = {*op_bench.SIFA_METHODS, "dw3d", "dw2d_cl"}
+    assert set(row["median_s"]) == {f"{m}/{p}" for m in methods for p in ("fwd", "fwdbwd")} | {"copy/fwd"}
+    assert all(v > 0 for v in row["median_s"].values())
+    assert set(row["max_err"]) == set(op_bench.SIFA_METHODS) and max(row["max_err"].values()) < 1e-4
+    assert set(row["memory_fmaps"]) == {*op_bench.SIFA_METHODS, "dw3d"}
+    assert json.loads((tmp_path / "op.json").read_text())[0]["shape"] == "C8@6²"
+    assert any("C8@6²" in line and "reference" in line for line in lines)
+
+
+@pytest.mark.parametrize("kwargs", [{"clock": "gpu"}, {"rounds": 0}, {"frames": 1}, {"device": "tpu"}])
+def test_run_op_bad_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs)) if "device" not in kwargs else "tpu"):
+        bench.run_op(**kwargs, log=lambda s: None)
+
+
+@pytest.mark.slow
 def test_pico_twins_end_to_end(tmp_path) -> None:
     out, raw = tmp_path / "RESULTS.md", tmp_path / "raw.json"
-    argv = [
-        "--models", "sifa_resnet_pico,c2d_resnet_pico",
-        "--reference", "c2d_resnet_pico",
-        "--profile-model", "sifa_resnet_pico",
-        "--frames", "8", "--size", "32", "--batch-sizes", "1", "--dtypes", "fp32",
-        "--repeats", "2", "--train-repeats", "1", "--threads", "1",
-        "--out", str(out), "--json", str(raw),
-    ]  # fmt: skip
-    assert bench.main(argv) == 0
+    bench.run_models(
+        PICO, reference="c2d_resnet_pico", profile_model="sifa_resnet_pico", frames=8, size=32, batch_sizes=[1],
+        dtypes=["fp32"], repeats=2, train_repeats=1, threads=1, out=str(out), json_path=str(raw),
+    )  # fmt: skip
     data = json.loads(raw.read_text())
     infos = {i["name"]: i for i in data["infos"]}
 
@@ -144,7 +235,7 @@ def test_pico_twins_end_to_end(tmp_path) -> None:
         model(torch.randn(1, 3, 8, 32, 32))
     assert shapes
     assert infos["sifa_resnet_pico"]["params"] == sum(p.numel() for p in model.parameters())
-    assert infos["sifa_resnet_pico"]["sifa_flops"] == sum(bench.sifa_op_flops(s, 3) for s in shapes)
+    assert infos["sifa_resnet_pico"]["sifa_flops"] == sum(flops.sifa_op_flops(s, 3) for s in shapes)
     assert infos["c2d_resnet_pico"]["sifa_flops"] == 0
     assert infos["sifa_resnet_pico"]["flops"] > infos["c2d_resnet_pico"]["flops"] > 0
 
@@ -162,6 +253,6 @@ def test_pico_twins_end_to_end(tmp_path) -> None:
     assert "bench::sifa_attention" in text
     assert "judged on the CPU-time ratio" in text  # a single-threaded run
 
-    rendered = tmp_path / "RENDERED.md"  # --render re-formats the saved run without running anything
-    assert bench.main(["--render", str(raw), "--out", str(rendered)]) == 0
+    rendered = tmp_path / "RENDERED.md"  # rendering re-formats the saved run without running anything
+    bench.render_models(str(raw), out=str(rendered))
     assert rendered.read_text().split("Run: ", 1)[1] == text.split("Run: ", 1)[1]

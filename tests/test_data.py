@@ -13,7 +13,9 @@ from sifa_hub.data import (
     MOTION_CLASSES,
     MOTION_PAIRS,
     TRANSLATION_CLASSES,
+    ClipTransform,
     MotionDataset,
+    ShortVideoWarning,
     VideoDecodeError,
     VideoFolderDataset,
     VideoListDataset,
@@ -191,6 +193,28 @@ def test_build_transform_shapes_and_normalisation() -> None:
         build_transform(train=True, size=32, short_side=16)
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         train(torch.zeros(4, 5, 6, dtype=torch.uint8))
+
+
+def test_eval_transform_is_the_clip_pipeline() -> None:
+    """``build_transform(train=False)`` is `ClipTransform`: short side ``floor(size / crop_pct)``, one crop rule."""
+    evaluate = build_transform(train=False, size=32, crop_pct=0.875)
+    assert isinstance(evaluate, ClipTransform) and evaluate.short_side == 36 and evaluate.crop == (32, 32)
+    video = moving_bar(4, 40, 60)
+    assert torch.equal(evaluate(video), ClipTransform((32, 32), 36, evaluate.mean, evaluate.std)(video))
+    with pytest.raises(ValueError, match="not both"):
+        build_transform(train=False, size=32, short_side=40, crop_pct=0.875)
+    with pytest.raises(TypeError, match="uint8"):
+        evaluate(video.float())
+
+
+def test_datasets_warn_about_short_videos(tmp_path: Path, bar_mp4: Path) -> None:
+    list_file = tmp_path / "list.txt"
+    list_file.write_text(f"{bar_mp4} 0\n")
+    for train in (False, True):
+        dataset = VideoListDataset(list_file, num_frames=16, train=train, skip_bad=False)
+        with pytest.warns(ShortVideoWarning, match=rf"{bar_mp4.name}: 12 frame\(s\), fewer than the 16"):
+            video, _ = dataset[0]
+        assert video.shape == (3, 16, 32, 48) and torch.equal(video[:, -1], video[:, -2])  # last frame repeated
 
 
 def test_train_transform_shares_crop_and_flip_across_frames() -> None:

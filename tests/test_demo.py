@@ -11,12 +11,29 @@ import torch
 
 from sifa_hub.demo import DemoConfig, reversal_gap, run_demo
 from sifa_hub.explain import find_sifa_modules, sifa_sampling
-from sifa_hub.train import MotionClips
+from sifa_hub.ops import functional
+from sifa_hub.training_data import MotionClips
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_demo_tiny(tmp_path, capsys):
+@pytest.fixture(autouse=True)
+def pure_pytorch_backend(monkeypatch):
+    """The SIFA op on its pure-PyTorch backend (the demo and the maps are tested, not the fused kernel's build)."""
+    monkeypatch.setattr(functional, "selected_backend", lambda device="cpu": ("torch", "tests: pure PyTorch"))
+
+
+def test_demo_tiny(tmp_path, capsys, monkeypatch):
+    import sifa_hub.ops
+
+    builds = []
+
+    def build_kernels() -> None:  # stands in for the ops kernel build: announces the build, then hits the cache
+        if not builds:
+            print("building the fused SIFA CPU kernel (first use)")
+        builds.append(1)
+
+    monkeypatch.setattr(sifa_hub.ops, "build_kernels", build_kernels, raising=False)
     cfg = DemoConfig(
         out=str(tmp_path / "demo"),
         classes=8,
@@ -29,11 +46,16 @@ def test_demo_tiny(tmp_path, capsys):
         progress=False,
         threads=1,
     )
-    results = run_demo(cfg)
+    old_mask = os.umask(0o022)
+    try:
+        results = run_demo(cfg)
+    finally:
+        os.umask(old_mask)
     out = capsys.readouterr().out
     for text in ("model", "params", "top-1 %", "clips/s", "sifa_resnet_pico", "c2d_resnet_pico", "50%"):
         assert text in out, text
     assert "time-reversal pairs" in out
+    assert len(builds) == 2 and out.count("building the fused SIFA CPU kernel") == 1  # before each training run
     md = (tmp_path / "demo" / "results.md").read_text()
     assert "sifa_resnet_pico" in md and "c2d_resnet_pico" in md and "ceiling" in md
     on_disk = json.loads((tmp_path / "demo" / "results.json").read_text())
@@ -51,6 +73,10 @@ def test_demo_tiny(tmp_path, capsys):
     sifa_dir = tmp_path / "demo" / "sifa_resnet_pico"
     for name in ("model.safetensors", "config.json", "README.md"):
         assert (sifa_dir / name).is_file(), name
+    for path in (tmp_path / "demo").rglob("*"):  # every file the demo writes is readable by others (umask 022)
+        if path.is_relative_to(sifa_dir) or path.is_relative_to(tmp_path / "demo" / "c2d_resnet_pico"):
+            continue  # exports: publish.export_model's permissions, checked by its own tests
+        assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
     model = timm.create_model(f"local-dir:{sifa_dir}", pretrained=True)
     assert model.pretrained_cfg["label_names"] == classes
     assert model.num_frames == 4 and len(find_sifa_modules(model)) > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import av
 import numpy as np
@@ -118,12 +119,51 @@ def test_config_round_trip_and_timm_view(tmp_path):
         ({"image_std": [1.0, 0.0, 1.0]}, "image_std must be positive"),
         ({"pretrained_cfg": {"frames": 8}}, "pretrained_cfg has keys"),
         ({"id2label": {0: "a", 1: "b"}, "num_classes": 3}, "num_classes=3"),
+        ({"label_names": ["a", "b", "c"], "num_classes": 4}, "label_names has 3 names but num_classes=4"),
+        ({"label_names": ["a", 2]}, "label_names must be a list of strings"),
+        ({"id2label": {0: "a", 2: "b"}}, r"id2label keys must be the class indices 0\.\.1"),
+        ({"id2label": {0: "a", 1: "b"}, "label_names": ["b", "a"]}, "disagree with id2label"),
+        ({"num_classes": "4"}, "num_classes must be an int"),
+        ({"num_frames": "8"}, "num_frames must be a positive int, got '8'"),
+        ({"image_size": 0}, "image_size must be a positive int"),
+        ({"model_args": [1, 2]}, "model_args must be a dict"),
+        ({"image_mean": ["a", "b", "c"]}, "image_mean must be a list of 3 numbers"),
+        ({"image_std": [1.0, float("nan"), 1.0]}, "image_std must be finite"),
+        ({"pretrained_cfg": "x"}, "pretrained_cfg must be a dict"),
     ],
 )
 def test_config_errors(kwargs, message):
     values = dict(PICO["resnet"], **kwargs)
     with pytest.raises(ValueError, match=message):
         SifaConfig(**values)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"num_frames": 0}, "num_frames must be a positive int"),
+        ({"num_frames": "8"}, "num_frames must be a positive int, got '8'"),
+        ({"image_std": [0.2, 0.0, 0.2]}, "image_std must be positive"),
+        ({"label_names": ["left", "right"]}, "label_names .* disagree with id2label"),
+        ({"architecture": None}, "architecture is missing"),
+    ],
+)
+def test_bad_config_json_names_the_file_and_field(tmp_path, edit, message):
+    """Every door (SifaConfig, AutoConfig, the model classes) says ``<dir>/config.json: <field> ...``."""
+    model = SifaForVideoClassification(make_config("resnet", architecture="c2d_resnet_pico"))
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    data = json.loads(path.read_text())
+    for key, value in edit.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    path.write_text(json.dumps(data))
+    expected = f"^{re.escape(str(path))}: {message}"
+    for load in (SifaConfig.from_pretrained, AutoConfig.from_pretrained, SifaForVideoClassification.from_pretrained):
+        with pytest.raises(ValueError, match=expected):
+            load(tmp_path)
 
 
 def test_unknown_architecture_and_bad_frame_count():
@@ -255,6 +295,46 @@ def test_pixel_values_errors():
         model(np.zeros((1, 8, 3, 32, 32), np.float32))
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+def test_integer_pixel_values_point_to_the_processor(dtype):
+    model = SifaForVideoClassification(make_config("resnet", architecture="c2d_resnet_pico")).eval()
+    frames = torch.zeros(1, 8, 3, 32, 32, dtype=dtype)
+    with pytest.raises(TypeError, match=rf"dtype {dtype}.*video processor.*/ 255 - mean\) / std"):
+        model(frames)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_pixel_values_are_named(bad):
+    model = SifaForVideoClassification(make_config("swin")).eval()
+    x = clip(1)
+    x[0, 3, 1, 4, 5] = bad
+    with pytest.raises(ValueError, match="input clip contains NaN/Inf"):
+        model(x)
+
+
+def test_other_float_dtypes_are_cast_to_the_weights_dtype():
+    model = SifaForVideoClassification(make_config("resnet")).eval()
+    x = clip()
+    with torch.no_grad():
+        expected = model(x).logits
+        for dtype in (torch.float64, torch.float16, torch.bfloat16):
+            out = model(x.to(dtype)).logits
+            assert out.dtype == torch.float32
+            tol = 1e-6 if dtype == torch.float64 else 0.05
+            torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+
+
+def test_batch_of_zero_clips():
+    """An empty batch gives empty outputs of the right shapes (SIFA-Net, both classifiers)."""
+    model = SifaForVideoClassification(make_config("resnet")).eval()
+    with torch.no_grad():
+        out = model(clip(0), labels=torch.zeros(0, dtype=torch.long))
+    assert out.logits.shape == (0, 4) and all(h.shape == (0, 4) for h in out.head_logits)
+    with torch.no_grad():
+        features = SifaModel(make_config("resnet")).eval()(clip(0))
+    assert features.pooler_output.shape[0] == 0 and features.last_hidden_state.shape[0] == 0
+
+
 # --------------------------------------------------------------------------------------------- save and load
 
 
@@ -344,6 +424,27 @@ def test_config_weights_mismatch_errors(tmp_path):
     backbone.save_pretrained(tmp_path / "backbone")
     head = SifaForVideoClassification.from_pretrained(tmp_path / "backbone", id2label={0: "a", 1: "b", 2: "c"})
     assert head.timm_model.fc.weight.shape == (3, head.timm_model.num_features) and head.timm_model.fc.weight.std() > 0
+
+
+@pytest.mark.parametrize("family", ["resnet", "swin"])
+def test_new_num_labels_with_ignore_mismatched_sizes(family, tmp_path):
+    """As for VideoMAE: ``num_labels=10`` replaces the saved 4 labels; the backbone is kept, the head is new."""
+    model = SifaForVideoClassification(make_config(family, architecture=f"c2d_{family}_pico"))
+    model.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="shape mismatch"):
+        SifaForVideoClassification.from_pretrained(tmp_path, num_labels=10)
+    ten = SifaForVideoClassification.from_pretrained(tmp_path, num_labels=10, ignore_mismatched_sizes=True).eval()
+    assert ten.config.num_labels == 10 and ten.config.id2label[9] == "LABEL_9"
+    saved = ten.config.to_dict()
+    assert saved["num_classes"] == 10 and saved["label_names"] == [f"LABEL_{i}" for i in range(10)]
+    head = ten.timm_model.get_classifier()
+    heads = head if isinstance(head, tuple) else (head,)
+    assert all(h.weight.shape == (10, ten.timm_model.num_features) and h.weight.std() > 0 for h in heads)
+    kept = {k: v for k, v in model.state_dict().items() if ".fc" not in k}
+    loaded = ten.state_dict()
+    assert kept and all(torch.equal(loaded[k], v) for k, v in kept.items())
+    with torch.no_grad():
+        assert ten(clip()).logits.shape == (2, 10)
 
 
 def test_timm_save_for_hf_directory_loads(tmp_path):
@@ -449,3 +550,28 @@ def test_trainer_two_steps(tmp_path):
     loaded = SifaForVideoClassification.from_pretrained(tmp_path / "final").eval()
     with torch.no_grad():
         assert torch.equal(loaded(clip()).logits, model.eval()(clip()).logits)
+
+
+def test_trainer_evaluate_with_tutorial_compute_metrics(tmp_path):
+    """The tutorial ``compute_metrics`` (``p.predictions.argmax(-1)``) works on SIFA-Net, whose output also
+    carries ``head_logits``: predictions are the combined logits only (``keys_to_ignore_at_inference``)."""
+    model = SifaForVideoClassification(make_config("resnet", architecture="c2d_resnet_pico")).eval()
+    assert model.config.keys_to_ignore_at_inference == ["head_logits"]
+    dataset = [{"pixel_values": clip(1, seed=i)[0], "labels": torch.tensor(i % 4)} for i in range(5)]
+    seen = {}
+
+    def compute_metrics(p):
+        predictions = p.predictions.argmax(-1)
+        seen["shape"] = p.predictions.shape
+        return {"accuracy": float((predictions == p.label_ids).mean())}
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[], use_cpu=True, dataloader_num_workers=0
+    )
+    metrics = Trainer(model=model, args=args, eval_dataset=dataset, compute_metrics=compute_metrics).evaluate()
+    assert seen["shape"] == (5, 4)
+    with torch.no_grad():
+        expected = model(torch.stack([d["pixel_values"] for d in dataset])).logits.argmax(-1)
+    labels = torch.tensor([d["labels"] for d in dataset])
+    assert metrics["eval_accuracy"] == pytest.approx((expected == labels).float().mean().item())
+    assert math.isfinite(metrics["eval_loss"])

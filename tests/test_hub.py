@@ -63,4 +63,4 @@ print(type(model).__name__, model.num_classes)
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["SIFAResNet", "3"]
+    assert result.stdout.split() == ["SifaResNet", "3"]

@@ -114,3 +114,17 @@ def test_module_traces_into_one_graph_with_the_fused_op() -> None:
     assert explanation.graph_break_count == 0
     targets = [str(node.target) for graph in explanation.graphs for node in graph.graph.nodes]
     assert any("sifa_hub.cpu_forward" in t for t in targets)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 3, 5, 5), (2, 4, 3, 0, 5), (2, 4, 3, 5, 0)], ids=str)
+@pytest.mark.parametrize("backend", ["reference", "torch", "cpu"])
+def test_empty_batch_and_maps(backend: str, shape: tuple) -> None:
+    module = SIFA(4, backend=backend)
+    torch.nn.init.normal_(module.conv_offset.weight, std=0.1)
+    x = torch.randn(shape, requires_grad=True)
+    y = module(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape and not x.grad.any()
+    with torch.no_grad():
+        assert module(x).shape == x.shape

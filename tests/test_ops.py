@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from sifa_hub.ops import available_backends, selected_backend, sifa_attention, sifa_attention_reference
 from sifa_hub.ops.cpu import sifa_attention_cpu
+from sifa_hub.ops.torch_backend import sifa_attention_torch
 
 FAST_BACKENDS = ["torch", "cpu"]
 
@@ -163,6 +165,36 @@ def test_bfloat16_autocast_runs(backend: str) -> None:
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
 
 
+EMPTY_SHAPES = [(0, 4, 3, 5, 5), (2, 4, 3, 0, 5), (2, 4, 3, 5, 0), (0, 4, 2, 0, 0)]
+
+
+@pytest.mark.parametrize("with_offsets", [True, False])
+@pytest.mark.parametrize("shape", EMPTY_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("backend", ["auto", "reference", *FAST_BACKENDS])
+def test_empty_batch_and_maps_work(backend: str, shape: tuple, with_offsets: bool) -> None:
+    b, c, t, h, w = shape
+    x = torch.randn(shape, requires_grad=True)
+    off = torch.randn(b, 18, t - 1, h, w, requires_grad=True) if with_offsets else None
+    y = sifa_attention(x, off, backend=backend)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    y.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+    if off is not None:
+        assert off.grad is not None and off.grad.shape == off.shape
+
+
+@pytest.mark.parametrize("impl", [sifa_attention_cpu, sifa_attention_torch], ids=["cpu", "torch"])
+def test_backend_functions_accept_empty_inputs(impl: Callable[..., torch.Tensor]) -> None:
+    x = torch.randn(0, 4, 3, 5, 5, requires_grad=True)
+    off = torch.randn(0, 18, 2, 5, 5, requires_grad=True)
+    y = impl(x, off, 3, 1, 1, False)
+    assert y.shape == x.shape
+    gx, goff = torch.autograd.grad(y.sum(), (x, off))
+    assert gx.shape == x.shape and goff.shape == off.shape
+    y = impl(torch.randn(2, 4, 3, 0, 5), None, 3, 1, 1, True)
+    assert y.shape == (2, 4, 3, 0, 5)
+
+
 def test_offsets_none_equals_zero_offsets() -> None:
     x = torch.randn(1, 4, 3, 4, 4)
     torch.testing.assert_close(sifa_attention(x, None), sifa_attention(x, torch.zeros(1, 18, 2, 4, 4)))
@@ -181,7 +213,8 @@ def test_offsets_none_equals_zero_offsets() -> None:
         ({"offsets": torch.randn(1, 18, 3, 5, 5)}, ValueError, "offsets must cover"),
         ({"offsets": torch.randn(1, 18, 2, 5, 5, dtype=torch.float64)}, TypeError, "dtype"),
         ({"offsets": torch.randn(1, 18, 2, 5, 5, device="meta")}, ValueError, "offsets are on meta"),
-        ({"offsets": torch.full((1, 18, 2, 5, 5), float("nan"))}, ValueError, "NaN"),
+        ({"offsets": torch.full((1, 18, 2, 5, 5), float("nan"))}, ValueError, "sampling offsets contain NaN or Inf"),
+        ({"offsets": torch.full((1, 18, 2, 5, 5), float("inf"))}, ValueError, "input clip"),
         ({"normalize": "sparsemax"}, ValueError, "normalize"),
         ({"backend": "cuda-magic"}, ValueError, "backend"),
     ],
@@ -219,11 +252,51 @@ def test_forced_backend_on_wrong_device_raises() -> None:
         sifa_attention(torch.randn(1, 4, 2, 3, 3), backend="triton")
 
 
+def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """The values of the 5-D ``t`` in another memory layout (same shape)."""
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "permuted":  # (B, T, C, H, W) storage seen as (B, C, T, H, W), as Swin's blocks pass it
+        return t.transpose(1, 2).contiguous().transpose(1, 2)
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last_3d)
+    if layout == "strided":  # every other column of a wider map
+        wide = t.new_zeros(*t.shape[:-1], 2 * t.shape[-1])
+        wide[..., ::2] = t
+        return wide[..., ::2]
+    raise ValueError(layout)
+
+
+LAYOUTS = ["contiguous", "permuted", "channels_last", "strided"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("with_offsets", [True, False])
-def test_cpu_custom_op_opcheck(with_offsets: bool) -> None:
-    x = torch.randn(1, 4, 3, 4, 5, dtype=torch.float64, requires_grad=True)
-    off = (torch.randn(1, 18, 2, 4, 5, dtype=torch.float64) * 1.3).requires_grad_() if with_offsets else None
+def test_cpu_custom_op_opcheck(with_offsets: bool, layout: str) -> None:
+    gen = torch.Generator().manual_seed(4)
+    x = in_layout(torch.randn(2, 4, 3, 4, 5, dtype=torch.float64, generator=gen), layout).requires_grad_()
+    off = torch.randn(2, 18, 2, 4, 5, dtype=torch.float64, generator=gen) * 1.3
+    off = in_layout(off, layout).requires_grad_() if with_offsets else None
+    assert layout == "contiguous" or not x.is_contiguous()
     torch.library.opcheck(torch.ops.sifa_hub.cpu_forward.default, (x, off, 3, 1, 2, False))
+    grad_y = in_layout(torch.randn(2, 4, 3, 4, 5, dtype=torch.float64, generator=gen), layout)
+    x, off = x.detach(), None if off is None else off.detach()  # the backward op is not differentiable itself
+    torch.library.opcheck(torch.ops.sifa_hub.cpu_backward.default, (grad_y, x, off, 3, 1, 2, True, with_offsets))
+    y = torch.ops.sifa_hub.cpu_forward(x, off, 3, 1, 2, False)
+    grads = torch.ops.sifa_hub.cpu_backward(grad_y, x, off, 3, 1, 2, True, with_offsets)
+    assert y.is_contiguous() and all(g.is_contiguous() for g in grads)
+    want = sifa_attention(x.contiguous(), None if off is None else off.contiguous(), 3, 1, 2, backend="reference")
+    torch.testing.assert_close(y, want)
+
+
+@pytest.mark.parametrize("layout", ["permuted", "channels_last", "strided"])
+def test_fake_kernel_strides_equal_real_ones(layout: str) -> None:
+    x = in_layout(torch.randn(1, 4, 3, 4, 5), layout)
+    off = in_layout(torch.randn(1, 18, 2, 4, 5), layout)
+    real = torch.ops.sifa_hub.cpu_forward(x, off, 3, 1, 1, False)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = torch.ops.sifa_hub.cpu_forward(mode.from_tensor(x), mode.from_tensor(off), 3, 1, 1, False)
+    assert (fake.shape, fake.stride()) == (real.shape, real.stride())
 
 
 def test_cpu_kernel_compiles_with_torch_compile() -> None:
@@ -262,6 +335,16 @@ for case in CASES:
     if max(errors) > 1e-9:
         failures.append((case, errors))
 assert not failures, failures
+from sifa_hub.ops.triton_backend import sifa_attention_triton
+for shape in [(0, 4, 3, 4, 4), (1, 4, 3, 0, 4), (1, 4, 2, 3, 0)]:
+    x = torch.randn(shape, requires_grad=True)
+    off = torch.randn(shape[0], 18, shape[2] - 1, *shape[3:], requires_grad=True)
+    for y in (sifa_attention_triton(x, off, 3, 1, 1, False), sifa_attention(x, off, backend="triton")):
+        gx, goff = torch.autograd.grad(y.sum(), (x, off))
+        assert y.shape == gx.shape == x.shape and goff.shape == off.shape, shape
+x = torch.randn(1, 2, 3, 2, 3, dtype=torch.float64).transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+off = (torch.randn(1, 18, 2, 2, 3, dtype=torch.float64) * 1.3).requires_grad_()
+torch.library.opcheck(torch.ops.sifa_hub.triton_forward.default, (x, off, 3, 1, 1, False))
 print("ok")
 """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 import sifa_hub
 from sifa_hub import publish
+from sifa_hub.publish import export as publish_export
 
 ARCH = "sifa_resnet_pico"
 LABELS = ["left", "right", "up", "down"]
@@ -80,6 +80,8 @@ def test_export_layout(exported: tuple[torch.nn.Module, Path]) -> None:
 
     card = publish.validate_card(out / "README.md")
     assert card.data.pipeline_tag == "video-classification"
+    assert card.data.library_name == "transformers" and "timm" in card.data.tags  # the Hub snippet needs no sifa_hub
+    assert f'"{REPO}", trust_remote_code=True' in card.text
     results = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert results == {"top-1 accuracy (%)": 93.5, "top-5 accuracy (%)": 100.0}  # measured, from METRICS
     assert all(r.source_url is None for r in card.data.eval_results)  # paper number not in this card's index
@@ -237,7 +239,7 @@ def test_export_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(publish, "model_complexity", explode)  # fails after weights and config are written
+    monkeypatch.setattr(publish_export, "model_complexity", explode)  # fails after weights and config are written
     with pytest.raises(RuntimeError, match="injected"):
         publish.export_model(model, target, labels=LABELS)
     assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary folder
@@ -245,7 +247,7 @@ def test_export_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.undo()
     publish.export_model(model, target, labels=LABELS)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
-    monkeypatch.setattr(publish, "_verify_export", explode)  # fails just before the swap
+    monkeypatch.setattr(publish_export, "_verify_export", explode)  # fails just before the swap
     with pytest.raises(RuntimeError, match="injected"):
         publish.export_model(_model(), target, labels=["a", "b", "c", "d"])
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before  # the previous export is intact
@@ -344,61 +346,39 @@ def test_paper_number_only_for_official_swin_b() -> None:
     assert other.data.eval_results is None and "83.1" not in other.text.split("---")[1]
 
 
-def test_cli_export_and_push(hub_server: HubServer, exported: tuple[torch.nn.Module, Path], tmp_path: Path) -> None:
+def test_export_card_only_and_push_options(
+    hub_server: HubServer, exported: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    """What ``sifa-hub export`` / ``sifa-hub push`` call (the parsers live in cli.py): a labels file, a card only,
+    a private push with a commit message."""
     _, out = exported
-    parser = argparse.ArgumentParser(prog="sifa-hub")
-    sub = parser.add_subparsers(required=True)
-    publish.add_export_parser(sub)
-    publish.add_push_parser(sub)
     labels = tmp_path / "labels.txt"
-    labels.write_text("\n".join(["a", "b", "c", "d"]))
-    args = parser.parse_args(
-        [
-            "export",
-            "--model",
-            str(out),
-            "--out",
-            str(tmp_path / "cli"),
-            "--labels",
-            str(labels),
-            "--repo-id",
-            f"{HubServer.org}/cli-pico",
-            "--no-verify",
-        ]
+    labels.write_text("\n".join(["a", "b", "", "c", "d"]) + "\n")
+    assert publish.read_labels_file(labels) == ["a", "b", "c", "d"]
+    cli_out = publish.export_model(
+        str(out), tmp_path / "cli", labels=publish.read_labels_file(labels), repo_id=f"{HubServer.org}/cli-pico",
+        verify=False,
     )
-    assert args.func(args) == 0
-    assert json.loads((tmp_path / "cli" / "config.json").read_text())["label_names"] == ["a", "b", "c", "d"]
-    args = parser.parse_args(
-        [
-            "push",
-            str(tmp_path / "cli"),
-            "--repo-id",
-            f"{HubServer.org}/cli-pico",
-            "--private",
-            "--commit-message",
-            "from the CLI",
-        ]
+    assert json.loads((Path(cli_out) / "config.json").read_text())["label_names"] == ["a", "b", "c", "d"]
+    info = publish.push_to_hub(
+        cli_out, f"{HubServer.org}/cli-pico", private=True, revision=None, commit_message="from the CLI"
     )
-    assert args.func(args) == 0
+    assert info.commit_url
     assert hub_server.commit_history(f"{HubServer.org}/cli-pico")[0].title == "from the CLI"
-    args = parser.parse_args(
-        [
-            "export",
-            "--model",
-            str(out),
-            "--card-only",
-            str(tmp_path / "card.md"),
-            "--repo-id",
-            f"{HubServer.org}/cli-pico",
-            "--weights-description",
-            "trained by a test",
-        ]
+    card = publish.write_model_card(
+        str(out), tmp_path / "card.md", repo_id=f"{HubServer.org}/cli-pico", weights_description="trained by a test"
     )
-    assert args.func(args) == 0
-    assert "trained by a test" in publish.validate_card(tmp_path / "card.md").text
+    assert "trained by a test" in publish.validate_card(card).text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["card.md", "cli", "labels.txt"]  # no temporaries
     assert model_info(f"{HubServer.org}/cli-pico").private
     snapshot = Path(snapshot_download(f"{HubServer.org}/cli-pico"))
     assert (snapshot / "model.safetensors").read_bytes() == (tmp_path / "cli" / "model.safetensors").read_bytes()
+    assert not (snapshot / publish.MANIFEST_NAME).exists()  # the hidden manifest stays local
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="empty.txt: no class names"):
+        publish.read_labels_file(empty)
 
 
 def test_model_cards_validate() -> None:
@@ -406,3 +386,14 @@ def test_model_cards_validate() -> None:
     assert cards, f"no model cards in {MODEL_CARDS}"
     for card in cards:
         publish.validate_card(card)
+
+
+def test_processor_resizes_like_the_clip_pipeline(tmp_path: Path) -> None:
+    """The exported processor's short side is ``floor(crop / crop_pct)`` (the clip pipeline's rule), not rounded."""
+    torch.manual_seed(0)
+    model = timm.create_model("c2d_resnet_pico", num_classes=4, pretrained_cfg_overlay=dict(crop_pct=0.875))
+    out = Path(publish.export_model(model, tmp_path / "c2d", verify=False))
+    processor = json.loads((out / "video_preprocessor_config.json").read_text())
+    assert processor["size"] == {"shortest_edge": 36}  # 32 / 0.875 = 36.57: floor, where rounding gave 37
+    assert processor["crop_size"] == {"height": 32, "width": 32}
+    assert "crop_pct 0.875" in (out / "README.md").read_text()

@@ -6,15 +6,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import timm
 import torch
 from transformers import AutoModelForVideoClassification
 
 import sifa_hub  # noqa: F401
+from sifa_hub.ops import functional
 from sifa_hub.publish import validate_card
-from sifa_hub.train import MotionClips
+from sifa_hub.training_data import MotionClips
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "model_cards" / "sifa_resnet_pico"
+
+
+@pytest.fixture(autouse=True)
+def pure_pytorch_backend(monkeypatch):
+    """The SIFA op on its pure-PyTorch backend: the checkpoint is tested, not the fused kernel's build."""
+    monkeypatch.setattr(functional, "selected_backend", lambda device="cpu": ("torch", "tests: pure PyTorch"))
 
 
 def _held_out_clips(model: torch.nn.Module, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,10 +16,9 @@ from safetensors.torch import save_file
 
 import sifa_hub.layers
 from sifa_hub.models._helpers import CheckpointMismatchError
-from sifa_hub.models.sifa_resnet import SIFAResNet, checkpoint_filter_fn, combine_heads
+from sifa_hub.models.sifa_resnet import SifaResNet, checkpoint_filter_fn, combine_heads
 
-FIXTURES = Path("/work/shared/fixtures")
-NET_FIXTURE = FIXTURES / "official_sifa_net_small.safetensors"
+NET_FIXTURE = "official_sifa_net_small.safetensors"
 VARIANTS = ["sifa_resnet50", "sifa_resnet101", "sifa_resnet_pico", "c2d_resnet50", "c2d_resnet101", "c2d_resnet_pico"]
 # the fixture's official configuration (safetensors metadata "arch")
 SMALL_ARGS = {
@@ -37,7 +36,7 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-def _pico(name: str = "sifa_resnet_pico", **kwargs: object) -> SIFAResNet:
+def _pico(name: str = "sifa_resnet_pico", **kwargs: object) -> SifaResNet:
     return timm.create_model(name, num_classes=5, **kwargs)
 
 
@@ -138,6 +137,8 @@ def test_head_pre_logits_and_reset_classifier() -> None:
         assert model(x).shape == (2, 7) and model.fc_dual.out_features == 7
     with pytest.raises(ValueError, match="global_pool"):
         model.reset_classifier(3, global_pool="max")
+    with pytest.raises(ValueError, match="needs num_classes=0"):
+        model.reset_classifier(3, global_pool="")
 
 
 def test_grad_checkpointing_same_output_and_grads() -> None:
@@ -175,7 +176,7 @@ def test_wrong_layout_is_refused() -> None:
         model(torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="at least 2"):
         model(torch.randn(1, 3, 1, 32, 32))
-    r50 = SIFAResNet(layers=(1, 1, 1, 1), base_planes=8, stem_width=8, num_classes=2)  # early stride 4
+    r50 = SifaResNet(layers=(1, 1, 1, 1), base_planes=8, stem_width=8, num_classes=2)  # early stride 4
     with pytest.raises(ValueError, match="multiple of early_stride=4"):
         r50(torch.randn(1, 3, 10, 32, 32))
     with pytest.raises(ValueError, match="at least 8"):
@@ -186,7 +187,8 @@ def test_features_only_and_forward_intermediates() -> None:
     x = _clip()
     feat_model = timm.create_model("sifa_resnet_pico", features_only=True).eval()
     model = _pico().eval()
-    model.load_state_dict(feat_model.state_dict(), strict=False)
+    weights = {k.removeprefix("model."): v for k, v in feat_model.state_dict().items()}  # the getter's wrapped model
+    assert not model.load_state_dict(weights, strict=False).unexpected_keys
     with torch.no_grad():
         maps = feat_model(x)
         inter = model.forward_intermediates(x, intermediates_only=True)
@@ -203,7 +205,7 @@ def test_features_only_and_forward_intermediates() -> None:
     torch.testing.assert_close(final[0], feats[0])
     torch.testing.assert_close(final[1], feats[1])
     assert [tuple(m.shape) for m in early] == [expected[0], expected[2]]
-    with pytest.raises(ValueError, match="output_fmt"):
+    with pytest.raises(ValueError, match="output_fmt='NCTHW'"):
         model.forward_intermediates(x, output_fmt="NCHW")
 
 
@@ -246,16 +248,21 @@ def _official_cpu_offset_input(x: torch.Tensor) -> torch.Tensor:
     return z[:, :, 1:]
 
 
-def _fixture() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
-    with safe_open(str(NET_FIXTURE), "pt") as f:
+NetFixture = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@pytest.fixture(scope="module")
+def official_net(fixtures_dir: Path) -> NetFixture:
+    """``(state, input clip, main-head logits, dual-head logits)`` of the official small SIFA-Net (float64)."""
+    with safe_open(str(fixtures_dir / NET_FIXTURE), "pt") as f:
         assert json.loads(f.metadata()["arch"])["layers"] == list(SMALL_ARGS["layers"])
         state = {k[len("state.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("state.")}  # noqa: SIM118
         return state, f.get_tensor("input"), f.get_tensor("output.0"), f.get_tensor("output.1")
 
 
-def test_fidelity_official_small_net(monkeypatch: pytest.MonkeyPatch) -> None:
-    state, clip, out_main, out_dual = _fixture()
-    model = SIFAResNet(**SMALL_ARGS, sifa_backend="reference").double().eval()
+def test_fidelity_official_small_net(official_net: NetFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    state, clip, out_main, out_dual = official_net
+    model = SifaResNet(**SMALL_ARGS, sifa_backend="reference").double().eval()
     model.load_state_dict(checkpoint_filter_fn({k: v.double() for k, v in state.items()}, model))
     monkeypatch.setattr(sifa_hub.layers, "offset_input", _official_cpu_offset_input)
     with torch.no_grad():
@@ -266,9 +273,11 @@ def test_fidelity_official_small_net(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.testing.assert_close(out.exp(), (out_main.softmax(-1) + out_dual.softmax(-1)) / 2, rtol=0, atol=1e-8)
 
 
-def test_official_pth_through_timm_pretrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_official_pth_through_timm_pretrained(
+    official_net: NetFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An official-style ``.pth`` (``state_dict`` container, ``module.`` prefix) loads via timm, weights_only."""
-    state, clip, out_main, out_dual = _fixture()
+    state, clip, out_main, out_dual = official_net
     path = tmp_path / "official.pth"
     torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in state.items()}}, path)
     model = timm.create_model(
@@ -300,8 +309,8 @@ def test_own_safetensors_roundtrip_through_timm(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def official_shapes() -> dict[str, dict[str, list[int]]]:
-    return json.loads((FIXTURES / "official_state_dict_shapes.json").read_text())
+def official_shapes(fixtures_dir: Path) -> dict[str, dict[str, list[int]]]:
+    return json.loads((fixtures_dir / "official_state_dict_shapes.json").read_text())
 
 
 @pytest.mark.parametrize(("name", "official", "trainable"), [
@@ -323,22 +332,22 @@ def test_official_keys_and_param_counts(
         checkpoint_filter_fn(state, timm.create_model(name.replace("sifa_", "c2d_"), num_classes=400))
 
 
-def test_mismatch_is_reported(official_shapes: dict[str, dict[str, list[int]]]) -> None:
-    state, *_ = _fixture()
-    model = SIFAResNet(**SMALL_ARGS)
+def test_mismatch_is_reported(official_net: NetFixture) -> None:
+    state, *_ = official_net
+    model = SifaResNet(**SMALL_ARGS)
     broken = {k: v for k, v in state.items() if not k.startswith("layer3.1.bn2")}
     broken["layer9.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointMismatchError) as err:
         checkpoint_filter_fn(broken, model)
     msg = str(err.value)
     assert "missing keys" in msg and "layer3.1.bn2.weight" in msg and "unexpected keys: layer9.weight" in msg
-    narrow = SIFAResNet(**{**SMALL_ARGS, "width_per_group": 32})
+    narrow = SifaResNet(**{**SMALL_ARGS, "width_per_group": 32})
     with pytest.raises(CheckpointMismatchError, match="shape mismatch"):
         checkpoint_filter_fn(state, narrow)
-    other_classes = SIFAResNet(**{**SMALL_ARGS, "num_classes": 3})  # classifiers keep their init, the rest loads
+    other_classes = SifaResNet(**{**SMALL_ARGS, "num_classes": 3})  # classifiers keep their init, the rest loads
     other_classes.load_state_dict(checkpoint_filter_fn(state, other_classes))
     torch.testing.assert_close(other_classes.layer4[1].conv3.weight, state["layer4.1.conv3.weight"])
-    headless = SIFAResNet(**{**SMALL_ARGS, "num_classes": 0})
+    headless = SifaResNet(**{**SMALL_ARGS, "num_classes": 0})
     headless.load_state_dict(checkpoint_filter_fn(state, headless))
 
 
@@ -374,7 +383,7 @@ def _stride1_layer4(r2d: torch.nn.Module) -> torch.nn.Module:
     return layer4
 
 
-def _zero_gc(model: SIFAResNet) -> None:
+def _zero_gc(model: SifaResNet) -> None:
     for name, p in model.named_parameters():
         if ".fc2." in name:
             p.data.zero_()
@@ -448,3 +457,14 @@ def test_inflate_torchvision_keys_and_in_chans() -> None:
         "c2d_resnet50", pretrained=True, pretrained_cfg_overlay={"state_dict": tv.state_dict()}, in_chans=1
     )
     torch.testing.assert_close(gray.conv1.weight[:, 0, 2], tv.conv1.weight.sum(1))
+
+
+def test_old_class_names_are_deprecated_aliases() -> None:
+    import sifa_hub.models.sifa_resnet as sifa_resnet
+
+    with pytest.warns(DeprecationWarning, match="use SifaResNet"):
+        assert sifa_resnet.SIFAResNet is SifaResNet
+    with pytest.warns(DeprecationWarning, match="use SifaBottleneck"):
+        assert sifa_resnet.SIFABottleneck is sifa_resnet.SifaBottleneck
+    with pytest.raises(AttributeError, match="no attribute 'SIFANet'"):
+        _ = sifa_resnet.SIFANet

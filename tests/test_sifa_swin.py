@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,8 @@ import sifa_hub  # noqa: F401  (registers the models)
 from sifa_hub.models._helpers import CheckpointMismatchError
 from sifa_hub.models.sifa_swin import SifaSwinTransformer, checkpoint_filter_fn
 
-FIXTURES = Path("/work/shared/fixtures")
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parents[1] / "shared" / "fixtures"
-TRANSFORMER_FIXTURE = FIXTURES / "official_sifa_transformer_small.safetensors"
-SHAPES_FIXTURE = FIXTURES / "official_state_dict_shapes.json"
+TRANSFORMER_FIXTURE = "official_sifa_transformer_small.safetensors"
+SHAPES_FIXTURE = "official_state_dict_shapes.json"
 
 VARIANTS = [
     f"{p}_{s}_patch4_window7_224" for p in ("sifa_swin", "c2d_swin") for s in ("tiny", "small", "base", "large")
@@ -39,9 +37,9 @@ def _clip(b: int = 2, t: int = 8, size: int = 32) -> torch.Tensor:
     return torch.randn(b, 3, t, size, size, generator=torch.Generator().manual_seed(1))
 
 
-def _fixture_model() -> SifaSwinTransformer:
+def _fixture_model(fixtures_dir: Path) -> SifaSwinTransformer:
     """The configuration of the official golden output (metadata ``arch`` of the fixture)."""
-    arch = json.loads(safe_open(str(TRANSFORMER_FIXTURE), "pt").metadata()["arch"])
+    arch = json.loads(safe_open(str(fixtures_dir / TRANSFORMER_FIXTURE), "pt").metadata()["arch"])
     assert arch["offsets"] == "fixed zero" and arch["K"] == 3 and arch["clip_len"] == 16 // arch["early_stride"]
     return SifaSwinTransformer(
         img_size=arch["img_size"],
@@ -75,8 +73,8 @@ def test_every_variant_builds_through_timm(name):
 
 
 @pytest.mark.parametrize("size", ["small", "base", "large"])
-def test_official_parameter_counts_and_key_by_key_conversion(size):
-    shapes = json.loads(SHAPES_FIXTURE.read_text())[f"c2d_sifa_swin_vit_{size[0]}_p4_w7"]
+def test_official_parameter_counts_and_key_by_key_conversion(size, fixtures_dir):
+    shapes = json.loads((fixtures_dir / SHAPES_FIXTURE).read_text())[f"c2d_sifa_swin_vit_{size[0]}_p4_w7"]
     with torch.device("meta"):
         model = timm.create_model(f"sifa_swin_{size}_patch4_window7_224", num_classes=400)
         official = {k: torch.empty(s) for k, s in shapes.items()}
@@ -180,14 +178,16 @@ def test_intermediates_features_only_and_optimizer_hooks():
     final, inter = model.forward_intermediates(x)
     assert [f.shape for f in inter] == [(2, 32, 4, 16, 16), (2, 64, 4, 8, 8)]
     torch.testing.assert_close(final, model.forward_features(x))
-    per_image = model.forward_intermediates(x, indices=1, output_fmt="NCHW", intermediates_only=True)
-    assert [f.shape for f in per_image] == [(8, 64, 8, 8)]
-    with pytest.raises(ValueError, match="output_fmt"):
-        model.forward_intermediates(x, output_fmt="NHWC")
+    last = model.forward_intermediates(x, indices=1, intermediates_only=True)
+    assert [f.shape for f in last] == [(2, 64, 4, 8, 8)]
+    assert last[0].transpose(1, 2).flatten(0, 1).shape == (8, 64, 8, 8)  # per-tubelet image maps, if wanted
+    for fmt in ("NHWC", "NCHW"):
+        with pytest.raises(ValueError, match="output_fmt='NCTHW'"):
+            model.forward_intermediates(x, output_fmt=fmt)
 
     features = timm.create_model("sifa_swin_pico", features_only=True, out_indices=(0, 1))
     assert features.feature_info.channels() == [32, 64] and features.feature_info.reduction() == [2, 4]
-    assert [f.shape for f in features(x)] == [(8, 32, 16, 16), (8, 64, 8, 8)]
+    assert [f.shape for f in features(x)] == [(2, 32, 4, 16, 16), (2, 64, 4, 8, 8)]  # video maps, as SIFA-Net
 
     nwd = model.no_weight_decay()
     assert nwd and all("relative_position_bias_table" in n for n in nwd)
@@ -207,22 +207,22 @@ def test_learned_offsets_variant_starts_equal_to_reference_mode():
         checkpoint_filter_fn(learn.state_dict(), ref)  # learned offsets are never dropped silently
 
 
-def test_official_golden_output_float64():
-    data = load_file(str(TRANSFORMER_FIXTURE))
+def test_official_golden_output_float64(fixtures_dir):
+    data = load_file(str(fixtures_dir / TRANSFORMER_FIXTURE))
     state = {k[len("state.") :]: v.double() for k, v in data.items() if k.startswith("state.")}
-    model = _fixture_model().double().eval()
+    model = _fixture_model(fixtures_dir).double().eval()
     model.load_state_dict(checkpoint_filter_fn(state, model), strict=True)
     with torch.no_grad():
         out = model(data["input"].double())
     torch.testing.assert_close(out, data["output.0"], rtol=0, atol=1e-8)
 
 
-def test_official_pth_checkpoint_through_timm_pretrained(tmp_path):
-    data = load_file(str(TRANSFORMER_FIXTURE))
+def test_official_pth_checkpoint_through_timm_pretrained(tmp_path, fixtures_dir):
+    data = load_file(str(fixtures_dir / TRANSFORMER_FIXTURE))
     state = {"module." + k[len("state.") :]: v for k, v in data.items() if k.startswith("state.")}
     path = tmp_path / "official.pth"
     torch.save({"state_dict": state, "epoch": 3}, path)
-    model = _fixture_model()
+    model = _fixture_model(fixtures_dir)
     kwargs = {k: getattr(model, k) for k in ("num_frames", "early_stride", "img_size")}
     timm_model = timm.create_model(
         "sifa_swin_tiny_patch4_window7_224",
@@ -275,7 +275,7 @@ def test_tiny_forward_backward_small_resolution(inflated_tiny):
     model.zero_grad(set_to_none=True)
 
 
-def test_inflated_imagenet_swin_reproduces_2d_features_on_a_still_clip(inflated_tiny):
+def test_inflated_imagenet_swin_reproduces_2d_features_on_a_still_clip(inflated_tiny, caplog):
     swin2d, path, model = inflated_tiny
     model.eval()
     frame = torch.randn(2, 3, 64, 64)
@@ -292,8 +292,10 @@ def test_inflated_imagenet_swin_reproduces_2d_features_on_a_still_clip(inflated_
     # re-initialised with a warning, the patch kernel sits at tubelet index E // 2 and the temporal path is zero.
     with torch.device("meta"):
         released = timm.create_model("sifa_swin_tiny_patch4_window7_224", img_size=64, window_size=2, num_classes=4)
-    with pytest.warns(UserWarning, match="patch_norm=False"), pytest.warns(UserWarning, match="classifier"):
-        converted = checkpoint_filter_fn(load_file(str(path)), released)
+    with pytest.warns(UserWarning, match="patch_norm=False"), caplog.at_level(logging.WARNING):
+        converted = checkpoint_filter_fn(load_file(str(path)), released, source=str(path))
+    assert f"{path}: the checkpoint's classifier" in caplog.text and "(7, 768)" in caplog.text
+    assert "(4, 768)" in caplog.text
     assert converted.keys() == released.state_dict().keys()
     kernel = converted["patch_embed.proj.weight"]
     assert kernel.shape == (96, 3, 4, 4, 4)

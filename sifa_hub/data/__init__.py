@@ -1,7 +1,7 @@
-"""Video input (decoding, frame sampling, transforms, datasets) and the embedded synthetic "motion" dataset."""
+"""Video input (decoding, sampling, the clip pipeline, transforms, datasets) and the embedded "motion" dataset."""
 
 from .datasets import VIDEO_EXTENSIONS, VideoFolderDataset, VideoListDataset
-from .decode import VideoDecodeError, decode_video, write_video
+from .decode import VideoDecodeError, VideoReader, decode_video, write_video
 from .motion import (
     MOTION_CLASSES,
     MOTION_MEAN,
@@ -12,10 +12,25 @@ from .motion import (
     render_motion_clips,
     write_motion_dataset,
 )
+from .pipeline import (
+    ClipPipeline,
+    ClipTransform,
+    ShortVideoWarning,
+    clip_indices,
+    preprocess_frames,
+    scale_size,
+)
 from .sampling import dense_indices, multi_clip_indices, multi_uniform_indices, uniform_indices
 from .transforms import VideoTransform, build_transform, multi_crop_views, to_float_cthw, to_tchw
 
 __all__ = [
+    "ClipPipeline",
+    "ClipTransform",
+    "ShortVideoWarning",
+    "VideoReader",
+    "clip_indices",
+    "preprocess_frames",
+    "scale_size",
     "MOTION_CLASSES",
     "MOTION_MEAN",
     "MOTION_PAIRS",

@@ -1,7 +1,11 @@
 """Video datasets over files: a class-per-folder tree and Kinetics/SSv2-style list files.
 
-Both decode a whole video (`decode_video`), pick frame indices (`sampling`), and apply a transform, returning
-``(video (C, T, H, W) float, label)``; with ``num_clips > 1`` (evaluation) the video is ``(num_clips, C, T, H, W)``.
+Both pick frame indices (`sampling`; in evaluation the clip pipeline's `clip_indices`, as ``predict`` does), decode
+only those frames (`VideoReader`), and apply a transform, returning ``(video (C, T, H, W) float, label)``; with
+``num_clips > 1`` (evaluation) the video is ``(num_clips, C, T, H, W)``. The evaluation transform that matches
+``predict`` and the video processor pixel for pixel is `sifa_hub.data.pipeline.ClipTransform` (what
+``build_transform(train=False, ...)`` returns). Videos shorter than a clip are padded by repeating frames, with a
+`ShortVideoWarning`.
 
 Bad videos raise `VideoDecodeError` naming the file. With ``skip_bad=True`` (meant for training) the dataset logs a
 warning (once per file), remembers the file in ``bad_paths`` (never decoded again) and returns the next decodable
@@ -20,8 +24,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .decode import VideoDecodeError, decode_video
-from .sampling import dense_indices, multi_clip_indices, multi_uniform_indices, uniform_indices
+from .decode import VideoDecodeError, VideoReader
+from .pipeline import clip_indices, warn_if_short
+from .sampling import dense_indices, uniform_indices
 from .transforms import to_float_cthw
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoFolderDataset", "VideoListDataset"]
@@ -47,7 +52,6 @@ class _VideoClipDataset(Dataset):
         train: bool,
         num_clips: int,
         skip_bad: bool,
-        backend: str,
     ) -> None:
         for name, value in (("num_frames", num_frames), ("stride", stride), ("num_clips", num_clips)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -65,7 +69,6 @@ class _VideoClipDataset(Dataset):
         self.train = train
         self.num_clips = num_clips
         self.skip_bad = skip_bad
-        self.backend = backend
         self.num_skipped = 0
         self.bad_paths: set[Path] = set()
 
@@ -76,22 +79,22 @@ class _VideoClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _clip_indices(self, num_video_frames: int) -> list[list[int]]:
+    def _clip_indices(self, num_video_frames: int, path: Path) -> list[list[int]]:
         """Frame indices of the clip(s) to take from a video of ``num_video_frames`` frames."""
-        mode = "random" if self.train else "center"
+        n, t, sampling, stride = num_video_frames, self.num_frames, self.sampling, self.stride
+        if not self.train:
+            return clip_indices(n, t, sampling=sampling, stride=stride, num_clips=self.num_clips, source=path)
+        warn_if_short(n, t, sampling=sampling, stride=stride, source=path)
         if self.sampling == "dense":
-            if self.num_clips > 1:
-                return multi_clip_indices(num_video_frames, self.num_frames, self.stride, self.num_clips)
-            return [dense_indices(num_video_frames, self.num_frames, self.stride, mode=mode)]
-        if self.num_clips > 1:
-            return multi_uniform_indices(num_video_frames, self.num_frames, self.num_clips)
-        return [uniform_indices(num_video_frames, self.num_frames, mode=mode)]
+            return [dense_indices(num_video_frames, self.num_frames, self.stride, mode="random")]
+        return [uniform_indices(num_video_frames, self.num_frames, mode="random")]
 
     def load(self, index: int) -> tuple[torch.Tensor, int]:
         """Sample ``index`` without bad-file handling (raises `VideoDecodeError`)."""
         path, label = self.samples[index]
-        frames, _ = decode_video(path, backend=self.backend)  # (T, H, W, 3)
-        clips = [self.transform(frames[idx]) for idx in self._clip_indices(frames.shape[0])]  # each (C, T, H, W)
+        with VideoReader(path) as reader:
+            frames = reader.get_clips(self._clip_indices(reader.num_frames, path))  # each (T, H, W, 3)
+        clips = [self.transform(clip) for clip in frames]  # each (C, T, H, W)
         video = clips[0] if self.num_clips == 1 else torch.stack(clips)
         return video, label
 
@@ -142,7 +145,6 @@ class VideoFolderDataset(_VideoClipDataset):
         num_clips: Clips per video in evaluation (multi-view testing).
         skip_bad: Replace undecodable videos by the next good one (and count them) instead of raising.
         extensions: File suffixes taken as videos (case-insensitive).
-        backend: Decoder backend for `decode_video`.
     """
 
     def __init__(
@@ -157,7 +159,6 @@ class VideoFolderDataset(_VideoClipDataset):
         num_clips: int = 1,
         skip_bad: bool = True,
         extensions: Sequence[str] = VIDEO_EXTENSIONS,
-        backend: str = "auto",
     ) -> None:
         root = Path(root)
         if not root.is_dir():
@@ -185,7 +186,6 @@ class VideoFolderDataset(_VideoClipDataset):
             train=train,
             num_clips=num_clips,
             skip_bad=skip_bad,
-            backend=backend,
         )
 
 
@@ -199,7 +199,7 @@ class VideoListDataset(_VideoClipDataset):
     Args:
         list_file: The list file.
         root: Folder that relative paths start from.
-        num_frames, stride, transform, sampling, train, num_clips, skip_bad, backend: As in `VideoFolderDataset`.
+        num_frames, stride, transform, sampling, train, num_clips, skip_bad: As in `VideoFolderDataset`.
         classes: Class names in label order. Default: the sorted label names when the file uses names, else
             ``["0", ..., str(max label)]``.
     """
@@ -217,7 +217,6 @@ class VideoListDataset(_VideoClipDataset):
         num_clips: int = 1,
         skip_bad: bool = True,
         classes: Sequence[str] | None = None,
-        backend: str = "auto",
     ) -> None:
         list_file = Path(list_file)
         if not list_file.is_file():
@@ -259,5 +258,4 @@ class VideoListDataset(_VideoClipDataset):
             train=train,
             num_clips=num_clips,
             skip_bad=skip_bad,
-            backend=backend,
         )

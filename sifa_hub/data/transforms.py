@@ -1,9 +1,11 @@
-"""Clip transforms built on ``torchvision.transforms.v2``.
+"""Clip transforms: training augmentation on ``torchvision.transforms.v2``, evaluation from the clip pipeline.
 
 Decoded clips are uint8 ``(T, H, W, 3)`` (or ``(T, 3, H, W)``); models take float ``(C, T, H, W)`` per sample.
 `build_transform` resizes the short side, crops (random for training, centre for evaluation), optionally flips,
-scales to ``[0, 1]`` and normalises, applying the *same* spatial parameters to every frame of a clip.
-`multi_crop_views` cuts the test-time crops of multi-view evaluation.
+scales to ``[0, 1]`` and normalises, applying the *same* spatial parameters to every frame of a clip. Its evaluation
+form *is* `sifa_hub.data.pipeline.ClipTransform`, the preprocessing of ``predict`` and the video processor, so
+``sifa-hub eval`` sees the pixels every other door sees. `multi_crop_views` cuts the test-time crops of multi-view
+evaluation.
 
 Horizontal flips turn "left" into "right": keep ``flip=False`` for direction-sensitive data (Something-Something,
 the embedded motion set).
@@ -17,6 +19,8 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+
+from .pipeline import ClipTransform, scale_size
 
 __all__ = ["VideoTransform", "build_transform", "multi_crop_views", "to_float_cthw", "to_tchw"]
 
@@ -80,19 +84,23 @@ def build_transform(
     train: bool,
     size: int = 224,
     short_side: int | None = None,
+    crop_pct: float | None = None,
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
     flip: bool = True,
-) -> VideoTransform:
+) -> VideoTransform | ClipTransform:
     """Build the training or evaluation transform of a clip.
 
     Pipeline: resize the short side to ``short_side`` (antialiased bilinear) → ``size × size`` crop (random when
     ``train``, else centred) → horizontal flip with p=0.5 (``train and flip``) → float in ``[0, 1]`` → normalise.
+    The evaluation transform is the clip pipeline's `ClipTransform` (identical to ``predict``'s preprocessing).
 
     Args:
         train: Random crop and flip (training) or centre crop (evaluation).
         size: Output crop side.
-        short_side: Short side after resizing, >= ``size``; ``None`` means ``size`` (the crop spans the short side).
+        short_side: Short side after resizing, >= ``size``; ``None`` means ``scale_size(size, crop_pct)``.
+        crop_pct: The model's crop fraction (``pretrained_cfg["crop_pct"]``); used when ``short_side`` is ``None``;
+            ``None`` means 1 (the crop spans the short side). Give one of ``short_side`` and ``crop_pct``.
         mean: Per-channel mean of ``[0, 1]`` pixels (default ImageNet's; the backbones are inflated from it).
         std: Per-channel standard deviation.
         flip: Allow the random horizontal flip in training; turn off for direction-sensitive labels.
@@ -102,18 +110,18 @@ def build_transform(
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")
-    short_side = size if short_side is None else short_side
+    if short_side is not None and crop_pct is not None:
+        raise ValueError(f"give short_side ({short_side}) or crop_pct ({crop_pct}), not both")
+    short_side = scale_size(size, 1.0 if crop_pct is None else crop_pct) if short_side is None else short_side
     if isinstance(short_side, bool) or not isinstance(short_side, int) or short_side < size:
         raise ValueError(f"short_side must be an int >= size ({size}), got {short_side!r}")
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"mean and std need 3 values each, std > 0; got mean={mean}, std={std}")
-    steps: list[v2.Transform] = [v2.Resize(short_side, antialias=True)]
-    if train:
-        steps.append(v2.RandomCrop(size))
-        if flip:
-            steps.append(v2.RandomHorizontalFlip(p=0.5))
-    else:
-        steps.append(v2.CenterCrop(size))
+    if not train:
+        return ClipTransform((size, size), short_side, tuple(mean), tuple(std))
+    steps: list[v2.Transform] = [v2.Resize(short_side, antialias=True), v2.RandomCrop(size)]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return VideoTransform(v2.Compose(steps))
 

@@ -1,8 +1,9 @@
 """Hugging Face transformers integration: config, models, video processor, Auto* registration, remote-code export.
 
-Importing this package (``import sifa_hub`` does) registers ``model_type="sifa"`` with ``AutoConfig``,
+Importing this package registers ``model_type="sifa"`` with ``AutoConfig``,
 ``AutoModel``, ``AutoModelForVideoClassification`` and ``AutoVideoProcessor``, so saved SIFA checkpoints load
-without ``trust_remote_code``.
+without ``trust_remote_code``. ``import sifa_hub`` imports it whenever transformers is installed; it needs
+transformers >= 5.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, AutoVideoProcessor

@@ -9,6 +9,7 @@ always writes.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from transformers import PreTrainedConfig
@@ -54,12 +55,24 @@ _TIMM_CFG_KEYS = (
 )
 
 
+_ERROR_PREFIX = "SifaConfig: "
+# from_pretrained keyword arguments that replace a saved config's label set
+_LABEL_OVERRIDES = ("num_labels", "id2label")
+# SifaConfig.from_pretrained → from_dict: where the dict was read (AutoConfig passes ``name_or_path``)
+_SOURCE_KWARG = "_sifa_config_source"
+
+
+def _error(message: str) -> ValueError:
+    """A config error; :meth:`SifaConfig.from_dict` replaces the prefix with the file it read."""
+    return ValueError(_ERROR_PREFIX + message)
+
+
 def _family(architecture: str) -> str:
     for family in SIFA_FAMILIES:
         if f"_{family}" in architecture:
             return family
-    raise ValueError(
-        f"SifaConfig: architecture {architecture!r} is not a SIFA variant: expected a timm name of the "
+    raise _error(
+        f"architecture {architecture!r} is not a SIFA variant: expected a timm name of the "
         f"{SIFA_FAMILIES} families such as 'sifa_resnet50', 'c2d_resnet50' or 'sifa_swin_base_patch4_window7_224'"
     )
 
@@ -70,8 +83,38 @@ def _pair(size: Any) -> list[Any]:
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"SifaConfig: {name} must be a positive int, got {value!r}")
+        raise _error(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def _floats(name: str, values: Any, count: int) -> list[float]:
+    """``count`` finite numbers (per-channel mean / std)."""
+    if not isinstance(values, (list, tuple)) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        raise _error(f"{name} must be a list of {count} numbers (one per channel), got {values!r}")
+    if len(values) != count:
+        raise _error(f"{name} has {len(values)} values but num_channels={count}: {list(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise _error(f"{name} must be finite, got {list(values)}")
+    return [float(v) for v in values]
+
+
+def _label_names(names: Any, num_classes: int | None) -> list[str]:
+    """``label_names`` checked: a list of strings, one per class."""
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise _error(f"label_names must be a list of strings, got {names!r}")
+    if num_classes is not None and len(names) != num_classes:
+        raise _error(f"label_names has {len(names)} names but num_classes={num_classes}")
+    return list(names)
+
+
+def _config_file(name_or_path: Any) -> str | None:
+    """``<dir>/config.json`` for the folder or Hub repo a config is read from (None when unknown)."""
+    if not name_or_path:
+        return None
+    name = str(name_or_path)
+    return name if name.endswith(".json") else f"{name.rstrip('/')}/config.json"
 
 
 class SifaConfig(PreTrainedConfig):
@@ -118,6 +161,8 @@ class SifaConfig(PreTrainedConfig):
     """
 
     model_type = "sifa"
+    # SIFA-Net's raw per-head logits: Trainer's predictions are the combined ``logits`` only
+    keys_to_ignore_at_inference = ["head_logits"]
 
     architecture: str = "sifa_resnet50"
     num_frames: int = 16
@@ -131,87 +176,90 @@ class SifaConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs: Any) -> None:
         # keys timm writes at the top level of config.json: the classifier size and informational fields
         num_classes = kwargs.pop("num_classes", None)
+        if not isinstance(self.model_args, (dict, type(None))):
+            raise _error(f"model_args must be a dict of timm.create_model arguments, got {self.model_args!r}")
         model_args = dict(self.model_args or {})
         if "num_classes" in model_args:  # timm's save_for_hf also records it among the create_model args
             recorded = model_args.pop("num_classes")
             if num_classes is not None and recorded != num_classes:
-                raise ValueError(f"SifaConfig: model_args num_classes={recorded} but num_classes={num_classes}")
+                raise _error(f"model_args num_classes={recorded} but num_classes={num_classes}")
             num_classes, self.model_args = recorded, model_args
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
+            raise _error(f"num_classes must be an int, got {num_classes!r}")
         label_names = kwargs.pop("label_names", None)
         for informational in ("num_features", "global_pool", "label_descriptions", "family"):
             kwargs.pop(informational, None)
         if self.id2label is None and label_names is not None:
-            if not isinstance(label_names, (list, tuple)):
-                raise ValueError(f"SifaConfig: label_names must be a list of strings, got {type(label_names)}")
-            self.id2label = dict(enumerate(label_names))
-            self.label2id = {name: i for i, name in enumerate(label_names)}
+            self.id2label = dict(enumerate(_label_names(label_names, num_classes)))
+            self.label2id = {name: i for i, name in self.id2label.items()}
         if self.id2label is None and num_classes is not None and "num_labels" not in kwargs:
             kwargs["num_labels"] = num_classes
         super().__post_init__(**kwargs)
-        labels = dict(self.id2label or {})
+        labels: dict[int, str] = {int(i): name for i, name in (self.id2label or {}).items()}
+        if sorted(labels) != list(range(len(labels))):
+            raise _error(f"id2label keys must be the class indices 0..{len(labels) - 1}, got {sorted(labels)}")
+        if label_names is not None and list(label_names) != [labels[i] for i in range(len(labels))]:
+            raise _error(f"label_names {list(label_names)} disagree with id2label {labels}")
         if self.label2id is None and len(set(labels.values())) == len(labels):
             self.label2id = {str(name): int(i) for i, name in labels.items()}
         if num_classes is not None and num_classes != self.num_labels:
-            raise ValueError(
-                f"SifaConfig: num_classes={num_classes} disagrees with the {self.num_labels} labels of id2label"
-            )
+            raise _error(f"num_classes={num_classes} disagrees with the {self.num_labels} labels of id2label")
         self._validate()
 
     def _validate(self) -> None:
+        """Check (and normalise) every field; raise a ``ValueError`` naming the field."""
         if not isinstance(self.architecture, str) or not self.architecture:
-            raise ValueError(f"SifaConfig: architecture must be a timm model name, got {self.architecture!r}")
+            raise _error(f"architecture must be a timm model name, got {self.architecture!r}")
         _family(self.architecture)
         _positive_int("num_frames", self.num_frames)
         _positive_int("num_channels", self.num_channels)
         size = self.image_size
         if isinstance(size, (list, tuple)):
             if len(size) != 2:
-                raise ValueError(f"SifaConfig: image_size must be an int or [H, W], got {size!r}")
+                raise _error(f"image_size must be an int or [H, W], got {size!r}")
             self.image_size = [_positive_int("image_size", s) for s in size]
         else:
             _positive_int("image_size", size)
+        self.model_args = self._validated_model_args()
+        mean, std = self.image_mean, self.image_std
+        self.image_mean = _floats("image_mean", _MEAN if mean is None else mean, self.num_channels)
+        self.image_std = _floats("image_std", _STD if std is None else std, self.num_channels)
+        if any(s <= 0 for s in self.image_std):
+            raise _error(f"image_std must be positive, got {self.image_std}")
+        self.pretrained_cfg = self._validated_pretrained_cfg()
 
+    def _validated_model_args(self) -> dict[str, Any]:
         args = dict(self.model_args or {})
         if not all(isinstance(k, str) for k in args):
-            raise ValueError(f"SifaConfig: model_args keys must be strings, got {list(args)}")
+            raise _error(f"model_args keys must be strings, got {list(args)}")
         for key in ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "features_only"):
             if key in args:
-                raise ValueError(f"SifaConfig: model_args must not hold {key!r} (it is not an architecture argument)")
+                raise _error(f"model_args must not hold {key!r} (it is not an architecture argument)")
         for arg, field in _FIELD_ARGS.items():  # fold create_model kwargs that mirror a field into the field
             if arg in args:
                 value, current = args.pop(arg), getattr(self, field)
                 if arg == "img_size":  # int or (H, W) on either side
                     value, current = _pair(value), _pair(current)
                 if value != current:
-                    raise ValueError(
-                        f"SifaConfig: model_args[{arg!r}]={value!r} contradicts {field}={current!r}; set {field} only"
-                    )
+                    raise _error(f"model_args[{arg!r}]={value!r} contradicts {field}={current!r}; set {field} only")
         try:
             json.dumps(args)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"SifaConfig: model_args must be JSON-serialisable: {e}") from e
-        self.model_args = args
+            raise _error(f"model_args must be JSON-serialisable: {e}") from e
+        return args
 
-        for name, default in (("image_mean", _MEAN), ("image_std", _STD)):
-            value = getattr(self, name)
-            value = list(default) if value is None else [float(v) for v in value]
-            if len(value) != self.num_channels:
-                raise ValueError(
-                    f"SifaConfig: {name} has {len(value)} values but num_channels={self.num_channels}: {value}"
-                )
-            setattr(self, name, value)
-        if any(s <= 0 for s in self.image_std or ()):
-            raise ValueError(f"SifaConfig: image_std must be positive, got {self.image_std}")
-
+    def _validated_pretrained_cfg(self) -> dict[str, Any]:
+        if not isinstance(self.pretrained_cfg, (dict, type(None))):
+            raise _error(f"pretrained_cfg must be a dict, got {self.pretrained_cfg!r}")
         cfg = dict(self.pretrained_cfg or {})
         unknown = sorted(set(cfg) - set(_TIMM_CFG_KEYS) - {"architecture"})
         if unknown:
-            raise ValueError(f"SifaConfig: pretrained_cfg has keys timm's PretrainedCfg does not accept: {unknown}")
+            raise _error(f"pretrained_cfg has keys timm's PretrainedCfg does not accept: {unknown}")
         cfg.pop("architecture", None)
         try:  # JSON-normal form (tuples → lists) so that a loaded config equals the saved one
-            self.pretrained_cfg = json.loads(json.dumps(cfg))
+            return dict(json.loads(json.dumps(cfg)))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"SifaConfig: pretrained_cfg must be JSON-serialisable: {e}") from e
+            raise _error(f"pretrained_cfg must be JSON-serialisable: {e}") from e
 
     @property
     def family(self) -> str:
@@ -264,21 +312,55 @@ class SifaConfig(PreTrainedConfig):
         return output
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """transformers' ``from_pretrained``; errors in the file name it (as through ``AutoConfig``)."""
+        kwargs.setdefault(_SOURCE_KWARG, str(pretrained_model_name_or_path))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
-        """Also reads a config.json written by timm alone (``save_for_hf``): fields it lacks are taken from its
-        ``model_args`` (``num_frames``, ``in_chans``, ``img_size``) and ``pretrained_cfg`` (size, mean, std)."""
+        """Build from a ``config.json`` dict; errors name the file (``<dir>/config.json: num_frames must be ...``).
+
+        Also reads a config.json written by timm alone (``save_for_hf``): fields it lacks are taken from its
+        ``model_args`` (``num_frames``, ``in_chans``, ``img_size``) and ``pretrained_cfg`` (size, mean, std).
+        A ``num_labels`` / ``id2label`` override (``from_pretrained(dir, num_labels=10)``) replaces the saved labels
+        and the timm view of them (``num_classes``, ``label_names``).
+        """
+        source = _config_file(kwargs.pop(_SOURCE_KWARG, None) or kwargs.get("name_or_path")) or "config"
+        try:
+            config_dict = cls._complete_dict(config_dict, new_labels=any(kwargs.get(k) for k in _LABEL_OVERRIDES))
+            return super().from_dict(config_dict, **kwargs)
+        except ValueError as e:
+            message = str(e)
+            if not message.startswith(_ERROR_PREFIX):
+                raise
+            raise ValueError(f"{source}: {message[len(_ERROR_PREFIX) :]}") from None
+
+    @staticmethod
+    def _complete_dict(config_dict: dict[str, Any], new_labels: bool) -> dict[str, Any]:
+        """``config_dict`` with the fields a timm-written config lacks filled in from its timm view."""
         config_dict = dict(config_dict)
-        args = config_dict.get("model_args") or {}
-        timm_cfg = config_dict.get("pretrained_cfg") or {}
-        for arg, field in _FIELD_ARGS.items():
-            if arg in args and field not in config_dict:
-                config_dict[field] = args[arg]
-        if "image_size" not in config_dict and "input_size" in timm_cfg:
-            config_dict["image_size"] = list(timm_cfg["input_size"][-2:])
-        for field, key in (("image_mean", "mean"), ("image_std", "std")):
-            if field not in config_dict and key in timm_cfg:
-                config_dict[field] = list(timm_cfg[key])
-        return super().from_dict(config_dict, **kwargs)
+        if "architecture" not in config_dict:
+            raise _error("architecture is missing (the timm variant name, e.g. 'sifa_resnet50')")
+        if new_labels:
+            for key in ("num_classes", "label_names", "id2label", "label2id"):
+                config_dict.pop(key, None)
+        args = config_dict.get("model_args")
+        if isinstance(args, dict):
+            if new_labels:
+                config_dict["model_args"] = args = {k: v for k, v in args.items() if k != "num_classes"}
+            for arg, field in _FIELD_ARGS.items():
+                if arg in args and field not in config_dict:
+                    config_dict[field] = args[arg]
+        timm_cfg = config_dict.get("pretrained_cfg")
+        if isinstance(timm_cfg, dict):
+            size = timm_cfg.get("input_size")
+            if "image_size" not in config_dict and isinstance(size, (list, tuple)) and len(size) == 3:
+                config_dict["image_size"] = list(size[-2:])
+            for field, key in (("image_mean", "mean"), ("image_std", "std")):
+                if field not in config_dict and isinstance(timm_cfg.get(key), (list, tuple)):
+                    config_dict[field] = list(timm_cfg[key])
+        return config_dict
 
     @classmethod
     def from_timm_model(cls, model: Any, **kwargs: Any) -> SifaConfig:

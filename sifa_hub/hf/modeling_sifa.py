@@ -20,7 +20,7 @@ layer4_dual. :class:`SifaForVideoClassification` returns
 * ``logits = log((softmax(a) + softmax(b)) / 2)``: the log of the reference prediction, so ``softmax(logits)`` is
   the official two-head inference output (and the video-classification pipeline's scores);
 * ``head_logits = (a, b)``: the raw logits of both heads;
-* ``loss = CE(a) + CE(b)`` with integer ``labels`` (the reference objective, :meth:`SIFAResNet.loss`).
+* ``loss = CE(a) + CE(b)`` with integer ``labels`` (the reference objective, :meth:`SifaResNet.loss`).
 
 Those are single-label classification (the reference). With ``config.problem_type`` set to
 ``"multi_label_classification"`` or ``"regression"`` (or ``num_labels=1``), ``logits = (a + b) / 2`` and ``loss``
@@ -49,7 +49,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClass
 
 from ..layers import SIFA
 from ..models._helpers import CheckpointMismatchError
-from ..models.sifa_resnet import Bottleneck, SIFAResNet, combine_heads
+from ..models.sifa_resnet import Bottleneck, SifaResNet, combine_heads
 from ..models.sifa_swin import SifaSwinBlock, SifaSwinTransformer
 from .configuration_sifa import SifaConfig
 
@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 TIMM_PREFIX = "timm_model"
-TimmSifaModel = SIFAResNet | SifaSwinTransformer  # the timm models this wrapper adapts
+TimmSifaModel = SifaResNet | SifaSwinTransformer  # the timm models this wrapper adapts
 
 # checkpoints hold timm-native keys; the model's keys are "timm_model.<timm key>"
 register_checkpoint_conversion_mapping("sifa", [PrefixChange(prefix_to_add=TIMM_PREFIX)], overwrite=True)
@@ -115,7 +115,7 @@ def _create_timm_model(config: SifaConfig, num_classes: int) -> TimmSifaModel:
         model = timm.create_model(config.architecture, pretrained=False, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as e:
         raise type(e)(f"cannot build {config.architecture} from the config (create_model kwargs {kwargs}): {e}") from e
-    if not isinstance(model, (SIFAResNet, SifaSwinTransformer)):
+    if not isinstance(model, (SifaResNet, SifaSwinTransformer)):
         raise TypeError(f"{config.architecture} is not a SIFA model (got {type(model).__name__})")
     return model
 
@@ -137,7 +137,7 @@ class SifaPreTrainedModel(PreTrainedModel):
     input_modalities = "video"
     supports_gradient_checkpointing = True
     # the whole timm network stays on one device (its heads and residuals mix tensors of several children)
-    _no_split_modules = ["SIFAResNet", "SifaSwinTransformer"]
+    _no_split_modules = ["SifaResNet", "SifaSwinTransformer"]
     model_tags = ["timm", "sifa", "video-classification"]
     # used in Trainer to avoid passing `num_items_in_batch` to forward
     accepts_loss_kwargs = False
@@ -148,8 +148,8 @@ class SifaPreTrainedModel(PreTrainedModel):
         """Build (or adopt) the timm model; keep timm's initialisation of a freshly built one."""
         if timm_model is None:
             timm_model = _create_timm_model(self.config, num_classes)
-        elif not isinstance(timm_model, (SIFAResNet, SifaSwinTransformer)):
-            raise TypeError(f"expected a SIFA timm model (SIFAResNet / SifaSwinTransformer), got {type(timm_model)}")
+        elif not isinstance(timm_model, (SifaResNet, SifaSwinTransformer)):
+            raise TypeError(f"expected a SIFA timm model (SifaResNet / SifaSwinTransformer), got {type(timm_model)}")
         self.timm_model = timm_model
         if not self.config.pretrained_cfg:  # record timm's metadata (crop_pct, interpolation, ...) for config.json
             self.config.pretrained_cfg = SifaConfig.from_timm_model(timm_model).pretrained_cfg
@@ -291,11 +291,22 @@ class SifaPreTrainedModel(PreTrainedModel):
         return cls(config, timm_model=timm_model)
 
     def _timm_input(self, pixel_values: torch.Tensor, output_attentions: bool | None) -> torch.Tensor:
-        """Check ``(B, T, C, H, W)`` and return timm's ``(B, C, T, H, W)``."""
+        """Check ``pixel_values`` ``(B, T, C, H, W)`` and return timm's ``(B, C, T, H, W)`` in the weights' dtype.
+
+        Raises:
+            TypeError: not a tensor, or not floating point (raw ``uint8`` frames must go through the processor).
+            ValueError: wrong rank or layout, a clip length or frame size the model cannot take, NaN/Inf values.
+        """
         if output_attentions:
             raise ValueError(f"{type(self).__name__} cannot return attention maps (output_attentions=True)")
         if not isinstance(pixel_values, torch.Tensor):
             raise TypeError(f"pixel_values must be a torch.Tensor (B, T, C, H, W), got {type(pixel_values).__name__}")
+        if not pixel_values.is_floating_point():
+            raise TypeError(
+                f"pixel_values has dtype {pixel_values.dtype}: SIFA models take normalised float clips. Use the "
+                "video processor (AutoVideoProcessor.from_pretrained(...), SifaVideoProcessor), or convert and "
+                "normalise yourself: (pixel_values.float() / 255 - mean) / std with config.image_mean / image_std"
+            )
         c = self.config.num_channels
         if pixel_values.dim() != 5:
             raise ValueError(f"pixel_values must be (B, T, C, H, W), got a {pixel_values.dim()}-D tensor")
@@ -306,6 +317,9 @@ class SifaPreTrainedModel(PreTrainedModel):
                 else ""
             )
             raise ValueError(f"pixel_values must be (B, T, C={c}, H, W), got shape {tuple(pixel_values.shape)}{hint}")
+        if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+            raise ValueError(f"pixel_values: input clip contains NaN/Inf (shape {tuple(pixel_values.shape)})")
+        # a float clip of another precision (float64, float16, ...) is cast to the weights' dtype
         x = pixel_values.to(device=self.device, dtype=self.dtype).permute(0, 2, 1, 3, 4)  # (B, C, T, H, W)
         try:
             self.timm_model.check_input(x)
@@ -353,7 +367,8 @@ class SifaModel(SifaPreTrainedModel):
     ) -> SifaModelOutput | tuple[Any, ...]:
         r"""
         Args:
-            pixel_values: clips ``(B, T, C, H, W)``, normalised as by :class:`SifaVideoProcessor`.
+            pixel_values: float clips ``(B, T, C, H, W)``, normalised as by :class:`SifaVideoProcessor` (other float
+                dtypes are cast to the weights' dtype; integer frames are refused). ``B`` may be 0.
             output_hidden_states: also return the per-stage maps (a list of stage indices selects some).
             return_dict: return a :class:`SifaModelOutput` (default: ``config.return_dict``) or a tuple.
             output_attentions: unsupported (SIFA and Swin windows expose no attention maps); must not be True.
@@ -404,7 +419,8 @@ class SifaForVideoClassification(SifaPreTrainedModel):
     ) -> SifaVideoClassifierOutput | tuple[Any, ...]:
         r"""
         Args:
-            pixel_values: clips ``(B, T, C, H, W)``, normalised as by :class:`SifaVideoProcessor`.
+            pixel_values: float clips ``(B, T, C, H, W)``, normalised as by :class:`SifaVideoProcessor` (other float
+                dtypes are cast to the weights' dtype; integer frames are refused). ``B`` may be 0.
             labels: ``(B,)`` class indices (or targets of ``config.problem_type``) for the loss.
             output_hidden_states: also return the per-stage maps (a list of stage indices selects some).
             return_dict: return a :class:`SifaVideoClassifierOutput` (default: ``config.return_dict``) or a tuple.
@@ -420,7 +436,7 @@ class SifaForVideoClassification(SifaPreTrainedModel):
         x = self._timm_input(pixel_values, output_attentions)
         features, hidden_states = self._features(x, output_hidden_states)
         head_logits = None
-        if isinstance(self.timm_model, SIFAResNet):
+        if isinstance(self.timm_model, SifaResNet):
             pooled = self.timm_model.forward_head(features, pre_logits=True)  # (B, 2C): main, dual
             main, dual = pooled.chunk(2, dim=1)
             fc, fc_dual = self.timm_model.get_classifier()
@@ -436,7 +452,7 @@ class SifaForVideoClassification(SifaPreTrainedModel):
             labels = labels.to(logits.device)
             if head_logits is None:
                 loss = self.loss_function(labels, logits, self.config)
-            elif isinstance(self.timm_model, SIFAResNet) and self._single_label() and not labels.is_floating_point():
+            elif isinstance(self.timm_model, SifaResNet) and self._single_label() and not labels.is_floating_point():
                 self.config.problem_type = "single_label_classification"
                 loss = self.timm_model.loss(head_logits, labels)  # reference CE(a) + CE(b)
             else:

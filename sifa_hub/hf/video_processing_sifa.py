@@ -1,28 +1,37 @@
-"""Video processor for SIFA models: decode (PyAV or torchcodec), sample a fixed number of frames, resize, crop,
-normalise, and return ``pixel_values`` of shape ``(B, T, C, H, W)``.
+"""Video processor for SIFA models: the clip pipeline (:mod:`sifa_hub.data.pipeline`) behind transformers' API.
 
 Built on transformers' :class:`~transformers.video_processing_utils.BaseVideoProcessor`, so it saves as
 ``video_preprocessor_config.json``, loads with ``AutoVideoProcessor`` and drives the ``video-classification``
-pipeline (which calls it with ``num_frames=config.num_frames, do_sample_frames=True``).
+pipeline (which calls it with ``num_frames=config.num_frames, do_sample_frames=True``). Decoding (`VideoReader`:
+exact frame counts for webm/mkv, seeking, display rotation), sampling (`clip_indices`, with `ShortVideoWarning`),
+resizing, cropping and normalisation (`preprocess_frames`) are the very functions ``sifa-hub predict`` and
+``sifa-hub eval`` use, so all doors give identical ``pixel_values`` for one video.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
 import numpy as np
+import torch
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.processing_utils import Unpack, VideosKwargs
-from transformers.utils import is_torchcodec_usable
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoInput, VideoMetadata, load_video
 
-from ..data.sampling import dense_indices, uniform_indices
+from ..data.decode import VideoReader
+from ..data.pipeline import SAMPLINGS, clip_indices, preprocess_frames, resize_frames, scale_size
 
 __all__ = ["FRAME_SAMPLING_MODES", "SifaVideoProcessor"]
 
-FRAME_SAMPLING_MODES = ("uniform", "dense")
+FRAME_SAMPLING_MODES = SAMPLINGS
+_INTERPOLATIONS = {
+    int(PILImageResampling.NEAREST): "nearest",
+    int(PILImageResampling.BILINEAR): "bilinear",
+    int(PILImageResampling.BICUBIC): "bicubic",
+}
 
 
 class SifaVideoProcessorKwargs(VideosKwargs, total=False):
@@ -38,14 +47,29 @@ class SifaVideoProcessorKwargs(VideosKwargs, total=False):
     frame_stride: int | None
 
 
+def _interpolation(resample: Any) -> str:
+    """The pipeline's interpolation name of a PIL resampling code or a torchvision ``InterpolationMode``."""
+    value = getattr(resample, "value", resample)
+    if isinstance(value, str) and value in _INTERPOLATIONS.values():
+        return value
+    if isinstance(value, int) and value in _INTERPOLATIONS:
+        return _INTERPOLATIONS[value]
+    raise ValueError(f"SifaVideoProcessor: resample must be nearest, bilinear or bicubic, got {resample!r}")
+
+
+def _is_local_file(video: Any) -> bool:
+    return isinstance(video, (str, os.PathLike)) and not os.fspath(video).startswith(("http://", "https://"))
+
+
 class SifaVideoProcessor(BaseVideoProcessor):
     """Preprocessing of SIFA checkpoints (ImageNet mean/std, short side 256, centre crop 224, 16 frames).
 
-    Input videos may be file paths / URLs (decoded with torchcodec when it is usable, otherwise PyAV, which needs no
-    system FFmpeg), ``(T, H, W, C)`` / ``(T, C, H, W)`` arrays or tensors, or lists of frames. With
+    Input videos may be local file paths (decoded with PyAV through :class:`~sifa_hub.data.VideoReader`: any
+    container FFmpeg reads, display rotation applied, only the sampled frames decoded), URLs (transformers'
+    ``load_video``), ``(T, H, W, C)`` / ``(T, C, H, W)`` arrays or tensors, or lists of frames. With
     ``do_sample_frames=True`` (the default) exactly ``num_frames`` frames are taken with ``frame_sampling``; short
-    videos repeat frames. The output ``pixel_values`` is ``(B, T, C, H, W)`` float32, the layout
-    ``SifaForVideoClassification`` takes.
+    videos repeat frames with a :class:`~sifa_hub.data.ShortVideoWarning`. The output ``pixel_values`` is
+    ``(B, T, C, H, W)`` float32, the layout ``SifaForVideoClassification`` takes.
     """
 
     resample = PILImageResampling.BILINEAR
@@ -82,16 +106,31 @@ class SifaVideoProcessor(BaseVideoProcessor):
     @classmethod
     def from_sifa_config(cls, config: Any, **kwargs: Any) -> SifaVideoProcessor:
         """The processor a :class:`~sifa_hub.hf.SifaConfig` implies: its frame count, mean/std and frame size as
-        the centre crop, after resizing the short side to ``crop / crop_pct`` (``config.pretrained_cfg``'s
+        the centre crop, after resizing the short side to ``scale_size(crop, crop_pct)`` (``config.pretrained_cfg``'s
         ``crop_pct``, default 0.875); ``kwargs`` override."""
         height, width = config.frame_size
         crop_pct = float((config.pretrained_cfg or {}).get("crop_pct", 0.875))
         values: dict[str, Any] = {
             "num_frames": config.num_frames,
-            "size": {"shortest_edge": int(round(min(height, width) / crop_pct))},
+            "size": {"shortest_edge": scale_size(min(height, width), crop_pct)},
             "crop_size": {"height": height, "width": width},
             "image_mean": list(config.image_mean),
             "image_std": list(config.image_std),
+        }
+        values.update(kwargs)
+        return cls(**values)
+
+    @classmethod
+    def from_data_config(cls, data_config: Any, **kwargs: Any) -> SifaVideoProcessor:
+        """The processor of a model's ``sifa_hub.loading.data_config`` (``num_frames``, ``img_size``, ``crop_pct``,
+        ``mean``, ``std``): the preprocessing of ``sifa-hub predict`` for that model; ``kwargs`` override."""
+        size = int(data_config["img_size"])
+        values: dict[str, Any] = {
+            "num_frames": int(data_config["num_frames"]),
+            "size": {"shortest_edge": scale_size(size, float(data_config.get("crop_pct", 1.0)))},
+            "crop_size": {"height": size, "width": size},
+            "image_mean": [float(m) for m in data_config["mean"]],
+            "image_std": [float(s) for s in data_config["std"]],
         }
         values.update(kwargs)
         return cls(**values)
@@ -103,19 +142,20 @@ class SifaVideoProcessor(BaseVideoProcessor):
         fps: int | float | None = None,
         frame_sampling: str | None = None,
         frame_stride: int | None = None,
+        source: str = "video",
         **kwargs: Any,
     ) -> np.ndarray:
-        """Indices of the frames of one clip, the evaluation ("center") sampling of :mod:`sifa_hub.data.sampling`.
+        """Indices of the frames of one clip: the clip pipeline's evaluation sampling (`clip_indices`).
 
-        Short videos repeat frames (indices are clamped to the last frame), so a clip always has ``num_frames``.
+        Short videos repeat frames (never loop) and warn `ShortVideoWarning`, so a clip always has ``num_frames``.
 
         Args:
             metadata: the video's metadata (``total_num_frames`` is used).
             num_frames: frames per clip, defaults to ``self.num_frames``.
             fps: not supported (a SIFA model takes a fixed frame count); must be ``None``.
-            frame_sampling: ``"uniform"`` (middle frame of each of ``num_frames`` equal segments) or ``"dense"``
-                (``num_frames`` frames ``frame_stride`` apart, centred), defaults to ``self.frame_sampling``.
+            frame_sampling: ``"uniform"`` or ``"dense"``, defaults to ``self.frame_sampling``.
             frame_stride: stride of dense sampling, defaults to ``self.frame_stride``.
+            source: what a warning names (the file).
 
         Returns:
             ``(num_frames,)`` non-decreasing int64 indices.
@@ -126,45 +166,85 @@ class SifaVideoProcessor(BaseVideoProcessor):
         if num_frames is None:
             raise ValueError("SifaVideoProcessor: num_frames must be set to sample frames")
         sampling = frame_sampling if frame_sampling is not None else self.frame_sampling
-        total = int(metadata.total_num_frames)
+        stride = frame_stride if frame_stride is not None else self.frame_stride
+        total = int(metadata.total_num_frames or 0)
         if total < 1:
-            raise ValueError(f"SifaVideoProcessor: the video has no frames (total_num_frames={total})")
-        if sampling == "uniform":
-            indices = uniform_indices(total, num_frames, mode="center")
-        elif sampling == "dense":
-            stride = frame_stride if frame_stride is not None else self.frame_stride
-            indices = dense_indices(total, num_frames, stride, mode="center")
-        else:
-            raise ValueError(f"SifaVideoProcessor: frame_sampling must be in {FRAME_SAMPLING_MODES}, not {sampling!r}")
+            raise ValueError(f"SifaVideoProcessor: {source} has no frames (total_num_frames={total})")
+        indices = clip_indices(total, num_frames, sampling=sampling, stride=stride, source=source)[0]
         return np.asarray(indices, dtype=np.int64)
 
-    def fetch_videos(self, video_url_or_urls: str | list[str] | list[list[str]], sample_indices_fn=None):
-        """Decode videos from paths/URLs with torchcodec when usable, else PyAV (no system FFmpeg needed).
+    def _read_local(self, path: str | os.PathLike[str], sample_indices_fn: Any) -> tuple[np.ndarray, VideoMetadata]:
+        """Decode the sampled frames of a local file with the clip pipeline's `VideoReader`."""
+        with VideoReader(path) as reader:
+            metadata = VideoMetadata(
+                total_num_frames=reader.num_frames,
+                fps=reader.fps or None,
+                duration=reader.num_frames / reader.fps if reader.fps else None,
+                video_backend="pyav",
+            )
+            if sample_indices_fn is None:
+                indices = np.arange(reader.num_frames)
+            else:
+                indices = np.asarray(sample_indices_fn(metadata=metadata, source=os.fspath(path)), dtype=np.int64)
+            frames = reader.get_frames(indices.tolist()).numpy()  # (T, H, W, 3)
+        metadata.frames_indices = indices.tolist()
+        metadata.height, metadata.width = int(frames.shape[1]), int(frames.shape[2])
+        return frames, metadata
 
-        Frame indices may repeat (short videos): the decoders are asked for the distinct indices and the clip is
-        expanded afterwards, so the result always has one frame per requested index.
-        """
+    def fetch_videos(self, video_url_or_urls: str | list[str] | list[list[str]], sample_indices_fn=None):
+        """Decode videos: local files with `VideoReader` (only the sampled frames), URLs with transformers'
+        ``load_video`` (PyAV)."""
         if isinstance(video_url_or_urls, list):
             return list(zip(*[self.fetch_videos(x, sample_indices_fn=sample_indices_fn) for x in video_url_or_urls]))
-        backend = "torchcodec" if is_torchcodec_usable(decode="video") else "pyav"
-        if sample_indices_fn is None:
-            return load_video(cast(Any, video_url_or_urls), backend=backend)
+        if _is_local_file(video_url_or_urls):
+            return self._read_local(video_url_or_urls, sample_indices_fn)
+        return load_video(cast(Any, video_url_or_urls), backend="pyav", sample_indices_fn=sample_indices_fn)
 
-        requested: list[np.ndarray] = []
-
-        def distinct_indices(metadata: VideoMetadata, **kwargs: Any) -> np.ndarray:
-            indices = np.asarray(sample_indices_fn(metadata=metadata, **kwargs), dtype=np.int64)
-            requested.append(indices)
-            return np.unique(indices)
-
-        video, metadata = load_video(cast(Any, video_url_or_urls), backend=backend, sample_indices_fn=distinct_indices)
-        indices = requested[0]
-        if len(video) == 0:
-            raise ValueError(f"SifaVideoProcessor: no frame could be decoded from {video_url_or_urls!r}")
-        # a container may report more frames than it decodes: clamp to the frames actually returned
-        positions = np.minimum(np.searchsorted(np.unique(indices), indices), len(video) - 1)
-        metadata.frames_indices = indices
-        return video[positions], metadata
+    def _preprocess(  # type: ignore[override]  # BaseVideoProcessor's own signature, not TorchvisionBackend's
+        self,
+        videos: list[torch.Tensor],
+        do_resize: bool,
+        size: Any,
+        resample: Any,
+        do_center_crop: bool,
+        crop_size: Any,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: float | list[float] | None,
+        image_std: float | list[float] | None,
+        return_tensors: str | None = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """Resize, crop and normalise each ``(T, C, H, W)`` video with `preprocess_frames`."""
+        interpolation = _interpolation(resample)
+        short_side, fixed = None, None
+        if do_resize:
+            if getattr(size, "shortest_edge", None):
+                short_side = int(size.shortest_edge)
+            elif getattr(size, "height", None) and getattr(size, "width", None):
+                fixed = (int(size.height), int(size.width))
+            else:
+                raise ValueError(f"SifaVideoProcessor: size must give shortest_edge or height and width, got {size}")
+        channels = int(videos[0].shape[1]) if videos else 3
+        mean = [image_mean] * channels if isinstance(image_mean, (int, float)) else image_mean
+        std = [image_std] * channels if isinstance(image_std, (int, float)) else image_std
+        processed = []
+        for video in videos:  # (T, C, H, W)
+            if fixed is not None:
+                video = resize_frames(video, fixed, interpolation)
+            processed.append(
+                preprocess_frames(
+                    video,
+                    short_side=short_side,
+                    crop=(int(crop_size.height), int(crop_size.width)) if do_center_crop else None,
+                    mean=mean if do_normalize else None,
+                    std=std if do_normalize else None,
+                    rescale=rescale_factor if do_rescale else None,
+                    interpolation=interpolation,
+                )
+            )
+        return BatchFeature(data={"pixel_values_videos": processed}, tensor_type=return_tensors)
 
     def preprocess(self, videos: VideoInput, **kwargs: Unpack[SifaVideoProcessorKwargs]) -> BatchFeature:
         """Process ``videos`` into ``BatchFeature(pixel_values=(B, T, C, H, W))``."""

@@ -1,20 +1,25 @@
-"""Checkpoint helpers shared by the model families: unwrap, inflate, load safely, report mismatches."""
+"""Checkpoint helpers shared by the model families: unwrap, inflate, adapt, fit classifiers, report mismatches."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
+from timm.models._manipulate import adapt_input_conv
 from torch import nn
 
 __all__ = [
     "CheckpointMismatchError",
+    "adapt_stem_weight",
+    "check_output_fmt",
     "check_state_dict",
+    "fit_classifier",
     "inflate_conv_weight",
-    "load_state_dict_file",
     "unwrap_state_dict",
 ]
+
+_logger = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(ValueError):
@@ -52,22 +57,73 @@ def inflate_conv_weight(weight: torch.Tensor, time: int = 1, center: bool = True
     return weight.unsqueeze(2).repeat(1, 1, time, 1, 1) / time
 
 
-def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Load a ``.safetensors`` or torch (``.pth``/``.pt``/``.bin``) checkpoint safely (never unpickles objects)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+def adapt_stem_weight(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Adapt a 3D stem kernel ``(O, I, t, kh, kw)`` to ``in_chans`` input channels as timm does for 2D stems.
 
-        return load_file(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, unsupported globals
-        raise ValueError(f"could not load checkpoint {path} with weights_only=True: {e}") from e
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict")
-    return unwrap_state_dict(checkpoint)
+    One channel: the sum over the input channels; more than ``I``: the kernel repeated and rescaled.
+    """
+    o, i, t, kh, kw = weight.shape
+    if i == in_chans:
+        return weight
+    adapted = adapt_input_conv(in_chans, weight.reshape(o, i, t * kh, kw))  # timm's rule on a (O, I, t·kh, kw) view
+    return adapted.reshape(o, in_chans, t, kh, kw)
+
+
+def fit_classifier(
+    state: dict[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor],
+    keys: Sequence[str],
+    source: str,
+) -> list[str]:
+    """Keep a checkpoint's classifier when it fits the model; otherwise the model's head keeps its initialisation.
+
+    A classifier whose shapes equal the model's loads whatever ``num_classes`` the registered cfg says. One that
+    does not fit (another number of classes, or none in the checkpoint) is replaced in ``state`` by the model's
+    own tensors and a WARNING names the file and both shapes. A model without classifier (``num_classes=0``)
+    drops the checkpoint's quietly.
+
+    Args:
+        state: the converted checkpoint (modified in place).
+        own: the model's state dict.
+        keys: the classifier's tensor names (e.g. ``fc.weight``, ``fc.bias``).
+        source: the checkpoint's name for messages (a file path).
+
+    Returns:
+        The classifier keys that keep the model's initialisation.
+    """
+    model_keys = [k for k in keys if k in own]
+    ckpt_shapes = {k: tuple(state[k].shape) for k in keys if k in state}
+    if not model_keys:
+        for k in ckpt_shapes:
+            del state[k]
+        if ckpt_shapes:
+            _logger.info("%s: the model has no classifier (num_classes=0); ignoring %s", source, list(ckpt_shapes))
+        return []
+    model_shapes = {k: tuple(own[k].shape) for k in model_keys}
+    if all(ckpt_shapes.get(k) == shape for k, shape in model_shapes.items()):
+        return []
+    _logger.warning(
+        "%s: the checkpoint's classifier %s does not fit the model's %s: the classifier keeps the model's "
+        "initialisation (build the model with the checkpoint's num_classes to keep the trained head)",
+        source,
+        ckpt_shapes or "(absent)",
+        model_shapes,
+    )
+    for k in ckpt_shapes:
+        del state[k]
+    for k in model_keys:
+        state[k] = own[k].clone()
+    return model_keys
+
+
+def check_output_fmt(model: nn.Module, output_fmt: object) -> None:
+    """Refuse any ``forward_intermediates`` format but ``"NCTHW"`` with a message saying what to pass."""
+    if output_fmt != "NCTHW":
+        raise ValueError(
+            f"{type(model).__name__}.forward_intermediates: output_fmt={output_fmt!r} is not available for a video "
+            "model; pass output_fmt='NCTHW' (maps (B, C, T, H, W)); per-frame image maps are "
+            "m.transpose(1, 2).flatten(0, 1)"
+        )
 
 
 def check_state_dict(

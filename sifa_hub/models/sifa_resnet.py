@@ -17,7 +17,7 @@ What ``forward()`` returns (train and eval alike): ``log((softmax(a) + softmax(b
 reference prediction, as a ``(B, num_classes)`` tensor. Its softmax/argmax equal the official inference, and
 a generic timm training loop (cross entropy, label smoothing, mixup targets on ``model(x)``) trains the
 mixture ``-log((p_a + p_b) / 2)``, a proper loss of exactly the distribution used at test time. For the
-reference two-branch objective use :meth:`SIFAResNet.forward_heads` and :meth:`SIFAResNet.loss`.
+reference two-branch objective use :meth:`SifaResNet.forward_heads` and :meth:`SifaResNet.loss`.
 
 Deviations from the released code:
     * the offset conv's input uses ``prev[t] = x[t-1]`` (the spec and the code's stated intent). The released
@@ -36,21 +36,29 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-from timm.models._manipulate import adapt_input_conv
 from torch import nn
 
 from ..layers import SIFA
-from ._helpers import check_state_dict, inflate_conv_weight, unwrap_state_dict
+from ._builder import build_sifa_model
+from ._helpers import (
+    adapt_stem_weight,
+    check_output_fmt,
+    check_state_dict,
+    fit_classifier,
+    inflate_conv_weight,
+    unwrap_state_dict,
+)
 
-__all__ = ["SIFAResNet", "combine_heads", "dual_head_loss"]
+__all__ = ["SifaBottleneck", "SifaResNet", "checkpoint_filter_fn", "combine_heads", "dual_head_loss"]
 
 _logger = logging.getLogger(__name__)
 
@@ -97,6 +105,15 @@ def _conv1x3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
     return nn.Conv3d(
         in_planes, out_planes, kernel_size=(1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False
     )
+
+
+def _check_pool(global_pool: str | None, num_classes: int) -> str:
+    """``"avg"`` or ``""`` (unpooled maps, only without classifiers)."""
+    if global_pool not in ("avg", ""):
+        raise ValueError(f"SifaResNet supports global_pool='avg' or '' (unpooled maps), got {global_pool!r}")
+    if global_pool == "" and num_classes > 0:
+        raise ValueError("SifaResNet: global_pool='' (unpooled maps) needs num_classes=0 (no classifier)")
+    return global_pool
 
 
 class Bottleneck(nn.Module):
@@ -187,7 +204,7 @@ class GlobalContextBottleneck(Bottleneck):
         return x + gc[:, :, None, None, None]
 
 
-class SIFABottleneck(Bottleneck):
+class SifaBottleneck(Bottleneck):
     """Bottleneck with ``out = out + SIFA(out)`` after conv2-bn-relu (official ``DEFLocalTransBottleneck``).
 
     Args:
@@ -224,7 +241,7 @@ class SIFABottleneck(Bottleneck):
         return x + self.sifa(x)  # frame t attends to frame t+1; the last frame gets nothing added
 
 
-class SIFAResNet(nn.Module):
+class SifaResNet(nn.Module):
     """SIFA-Net (and its C2D twin with ``use_sifa=False``) on clips ``(B, C, T, H, W)``.
 
     Args:
@@ -249,6 +266,8 @@ class SIFAResNet(nn.Module):
         sifa_normalize: ``None`` (reference) or ``"softmax"``.
         sifa_backend: operator backend (``"auto"``, ``"reference"``, ``"torch"``, ...).
         zero_init_last: zero-initialise the last BN of every residual branch.
+        global_pool: ``"avg"`` (the reference head) or ``""`` (no pooling and no classifier: ``forward`` returns
+            the main branch's map ``(B, C, T', h, w)``; needs ``num_classes=0``).
     """
 
     def __init__(
@@ -272,15 +291,16 @@ class SIFAResNet(nn.Module):
         sifa_normalize: str | None = None,
         sifa_backend: str = "auto",
         zero_init_last: bool = True,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         if len(layers) != 4 or any(n < 1 for n in layers):
-            raise ValueError(f"SIFAResNet: layers must be 4 positive block counts, got {tuple(layers)}")
+            raise ValueError(f"SifaResNet: layers must be 4 positive block counts, got {tuple(layers)}")
         if len(sifa_kernel) != 4:
-            raise ValueError(f"SIFAResNet: sifa_kernel must have 4 entries (one per stage), got {sifa_kernel}")
+            raise ValueError(f"SifaResNet: sifa_kernel must have 4 entries (one per stage), got {sifa_kernel}")
         if early_stride < 1 or num_frames < 2 * early_stride:
             raise ValueError(
-                f"SIFAResNet: need early_stride >= 1 and num_frames >= 2·early_stride (the dual head pools time "
+                f"SifaResNet: need early_stride >= 1 and num_frames >= 2·early_stride (the dual head pools time "
                 f"by 2), got num_frames={num_frames}, early_stride={early_stride}"
             )
         self.num_classes = num_classes
@@ -294,6 +314,7 @@ class SIFAResNet(nn.Module):
         self.learn_offsets = learn_offsets
         self.sifa_normalize = sifa_normalize
         self.sifa_backend = sifa_backend
+        self.global_pool = _check_pool(global_pool, num_classes)
 
         # stem: (B, C, T, H, W) -> (B, stem_width, T/E, H/s, W/s)
         self.conv1 = nn.Conv3d(
@@ -330,8 +351,8 @@ class SIFAResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
 
         # dual head: layer3 output max-pooled over time by 2, then layer4's structure at spatial stride 1
-        self.maxpool_dual = nn.MaxPool3d(kernel_size=(2, 1, 1), stride=(2, 1, 1))
-        self.layer4_dual = self._make_layer(
+        self.maxpool_dual: nn.Module = nn.MaxPool3d(kernel_size=(2, 1, 1), stride=(2, 1, 1))
+        self.layer4_dual: nn.Module = self._make_layer(
             base_planes * 16,
             base_planes * 8,
             layers[3],
@@ -382,7 +403,7 @@ class SIFAResNet(nn.Module):
                 out.append(GlobalContextBottleneck(*common))
             elif temporal and self.use_sifa:
                 out.append(
-                    SIFABottleneck(
+                    SifaBottleneck(
                         *common,
                         sifa_kernel=sifa_kernel,
                         learn_offsets=self.learn_offsets,
@@ -430,9 +451,14 @@ class SIFAResNet(nn.Module):
         return ("fc", "fc_dual") if name_only else (self.fc, self.fc_dual)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace both classifiers; ``num_classes=0`` makes ``forward`` return pre-logits ``(B, 2·C)``."""
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"SIFAResNet only supports global_pool='avg', got {global_pool!r}")
+        """Replace both classifiers; ``num_classes=0`` makes ``forward`` return pre-logits ``(B, 2·C)``.
+
+        Args:
+            num_classes: classes of each head (0: no classifier).
+            global_pool: ``"avg"``, ``""`` (with ``num_classes=0``: ``forward`` returns the main branch's
+                unpooled map) or ``None`` (unchanged).
+        """
+        self.global_pool = _check_pool(self.global_pool if global_pool is None else global_pool, num_classes)
         self.num_classes = num_classes
         ref = self.conv1.weight
         for name in ("fc", "fc_dual"):
@@ -466,8 +492,8 @@ class SIFAResNet(nn.Module):
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.act1(self.bn1(self.conv1(x))))
 
-    def _run(self, layer: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
+    def _run(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and isinstance(layer, nn.Sequential) and not torch.jit.is_scripting():
             return checkpoint_seq(layer, x)
         return layer(x)
 
@@ -487,14 +513,13 @@ class SIFAResNet(nn.Module):
             indices: last n taps if int, all if None, else the listed taps (0 = stem, 4 = layer4).
             norm: unused (no final norm in a ResNet); accepted for the timm interface.
             stop_early: with ``intermediates_only``, stop after the last requested tap.
-            output_fmt: only ``"NCTHW"``.
+            output_fmt: only ``"NCTHW"`` (any other value is refused with a message).
             intermediates_only: return only the list of maps.
 
         Returns:
             The list of maps, or ``((main, dual), maps)`` where ``(main, dual)`` is :meth:`forward_features`.
         """
-        if output_fmt != "NCTHW":
-            raise ValueError(f"output_fmt must be 'NCTHW', got {output_fmt!r}")
+        check_output_fmt(self, output_fmt)
         self.check_input(x)
         take_indices, max_index = feature_take_indices(5, indices)
         intermediates = []
@@ -514,6 +539,34 @@ class SIFAResNet(nn.Module):
         if intermediates_only:
             return intermediates
         return (x, self._run(self.layer4_dual, self.maxpool_dual(x3))), intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop what the requested :meth:`forward_intermediates` taps do not need (timm's feature-extractor hook).
+
+        Stages after the last tap become ``nn.Identity``; with ``prune_head`` (or a pruned layer4) the dual
+        branch and both classifiers go too. A pruned model is a feature extractor: use
+        ``forward_intermediates(..., intermediates_only=True)``.
+
+        Args:
+            indices: taps as in :meth:`forward_intermediates` (0 = stem, 4 = layer4).
+            prune_norm: unused (a ResNet has no final norm).
+            prune_head: also drop the dual branch and the classifiers.
+
+        Returns:
+            The tap indices kept.
+        """
+        take_indices, max_index = feature_take_indices(5, indices)
+        for i in range(max_index + 1, 5):
+            setattr(self, f"layer{i}", nn.Identity())
+        if prune_head or max_index < 4:
+            self.maxpool_dual, self.layer4_dual = nn.Identity(), nn.Identity()
+            self.reset_classifier(0, "avg")
+        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Final maps of both branches.
@@ -548,8 +601,11 @@ class SIFAResNet(nn.Module):
                 (also what ``forward`` returns once ``reset_classifier(0)`` removed the classifiers).
 
         Returns:
-            ``(B, num_classes)`` log of the reference prediction (see :func:`combine_heads`).
+            ``(B, num_classes)`` log of the reference prediction (see :func:`combine_heads`); with
+            ``global_pool=""`` the main branch's unpooled map ``(B, C, T', h, w)``.
         """
+        if self.global_pool == "":
+            return x[0]  # unpooled main-branch map (B, C, T', h, w)
         a, b = self._pooled(x)
         if pre_logits or self.num_classes == 0:
             return torch.cat([a, b], dim=1)
@@ -586,8 +642,10 @@ class SIFAResNet(nn.Module):
 _CLASSIFIER_KEYS = ("fc.weight", "fc.bias", "fc_dual.weight", "fc_dual.bias")
 
 
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SIFAResNet) -> dict[str, torch.Tensor]:
-    """Convert a checkpoint for :class:`SIFAResNet`; raise a readable report on any mismatch.
+def checkpoint_filter_fn(
+    state_dict: Mapping[str, Any], model: SifaResNet, source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """Convert a checkpoint for :class:`SifaResNet`; raise a readable report on any mismatch.
 
     Accepted sources:
         * our own state dict (pass-through);
@@ -601,10 +659,16 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SIFAResNet) -> di
           ``fc1``/``fc2`` (official default ``nn.Linear`` init, so GC blocks add a per-channel constant at
           the start).
 
-    For every source, classifiers whose shape differs from the model's (other ``num_classes``) keep the
-    model's initialisation (a model built with ``num_classes=0`` ignores them), and a stem with other input
-    channels is adapted as in timm. Keys kept at initialisation are logged; any other missing, unexpected or
-    mis-shaped key raises :class:`~sifa_hub.models._helpers.CheckpointMismatchError`.
+    For every source, classifiers that fit the model load (whatever the registered ``num_classes``); others keep
+    the model's initialisation with a WARNING naming ``source`` and both shapes (quietly for a model built with
+    ``num_classes=0``), see :func:`~sifa_hub.models._helpers.fit_classifier`; a stem with other input channels is
+    adapted as in timm. Keys kept at initialisation are logged; any other missing, unexpected or mis-shaped key
+    raises :class:`~sifa_hub.models._helpers.CheckpointMismatchError`.
+
+    Args:
+        state_dict: the checkpoint (containers and a ``module.`` prefix are unwrapped).
+        model: the model to load into.
+        source: the checkpoint's name in messages (the builder passes the file path).
     """
     state = unwrap_state_dict(state_dict)
     own = model.state_dict()
@@ -618,31 +682,12 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SIFAResNet) -> di
 
     from_2d = out.get("conv1.weight") is not None and out["conv1.weight"].dim() == 4
     if from_2d:
-        for key, value in list(out.items()):
-            if value.dim() == 4 and key in own and own[key].dim() == 5:
-                time = own[key].shape[2] if key == "conv1.weight" else 1
-                out[key] = inflate_conv_weight(value, time=time, center=True)
-        for key in own:
-            if key.startswith("layer4_dual.") and key not in out:
-                src = "layer4." + key[len("layer4_dual.") :]
-                if src in out:
-                    out[key] = out[src].clone()
-        for name in ("weight", "bias"):
-            if f"fc_dual.{name}" not in out and f"fc.{name}" in out:
-                out[f"fc_dual.{name}"] = out[f"fc.{name}"].clone()
-
+        _inflate_2d(out, own)
     stem = out.get("conv1.weight")
-    if stem is not None and stem.dim() == 5 and stem.shape[1] != model.in_chans:
-        o, i, t, kh, kw = stem.shape
-        adapted = adapt_input_conv(model.in_chans, stem.reshape(o, i, t * kh, kw))
-        out["conv1.weight"] = adapted.reshape(o, model.in_chans, t, kh, kw)
+    if stem is not None and stem.dim() == 5:
+        out["conv1.weight"] = adapt_stem_weight(stem, model.in_chans)
 
-    for key in _CLASSIFIER_KEYS:
-        if key in out and key not in own:  # model built with num_classes=0: no classifiers to load
-            del out[key]
-    keep_init = [k for k in _CLASSIFIER_KEYS if k in out and out[k].shape != own[k].shape]
-    for key in keep_init:
-        del out[key]
+    keep_init = fit_classifier(out, own, _CLASSIFIER_KEYS, source)
     if from_2d:
         keep_init += [
             k for k in own if k not in out and (k.endswith("sifa.conv_offset.weight") or ".fc1." in k or ".fc2." in k)
@@ -650,20 +695,47 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SIFAResNet) -> di
     keep_init += [k for k in own if k not in out and k.endswith("num_batches_tracked")]
     for key in keep_init:
         out[key] = own[key].clone()
-    check_state_dict(model, out, source="checkpoint (after checkpoint_filter_fn)")
+    check_state_dict(model, out, source=f"{source} (after checkpoint_filter_fn)")
     if keep_init:
         _logger.info(f"checkpoint_filter_fn: {len(keep_init)} keys keep the model's initialisation: {keep_init}")
     return out
 
 
-def _create_sifa_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
-    return build_model_with_cfg(
-        SIFAResNet,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        **kwargs,
-    )
+def _inflate_2d(out: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> None:
+    """2D ResNet weights in place: inflate convs, copy layer4 into layer4_dual and ``fc`` into ``fc_dual``."""
+    for key, value in list(out.items()):
+        if value.dim() == 4 and key in own and own[key].dim() == 5:
+            time = own[key].shape[2] if key == "conv1.weight" else 1
+            out[key] = inflate_conv_weight(value, time=time, center=True)
+    for key in own:
+        if key.startswith("layer4_dual.") and key not in out:
+            src = "layer4." + key[len("layer4_dual.") :]
+            if src in out:
+                out[key] = out[src].clone()
+    for name in ("weight", "bias"):
+        if f"fc_dual.{name}" not in out and f"fc.{name}" in out:
+            out[f"fc_dual.{name}"] = out[f"fc.{name}"].clone()
+
+
+_DEPRECATED_NAMES = {"SIFAResNet": "SifaResNet", "SIFABottleneck": "SifaBottleneck"}
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated aliases of the class names before the ``Sifa*`` naming (issue 10); they warn once per use."""
+    if name in _DEPRECATED_NAMES:
+        new = _DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"sifa_hub.models.sifa_resnet.{name} is deprecated; use {new} (same class)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _create_sifa_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> SifaResNet:
+    """Build through :func:`~sifa_hub.models._builder.build_sifa_model` (safe weight loading, video features)."""
+    return build_sifa_model(SifaResNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
@@ -712,42 +784,42 @@ _PICO_ARGS: dict[str, Any] = {
 
 
 @register_model
-def sifa_resnet50(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def sifa_resnet50(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """SIFA-Net R50 (layers [3, 4, 6, 3], early stride 4, 16 frames)."""
     model_args = {"layers": (3, 4, 6, 3)}
     return _create_sifa_resnet("sifa_resnet50", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def sifa_resnet101(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def sifa_resnet101(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """SIFA-Net R101 (layers [3, 4, 23, 3], early stride 4, 16 frames)."""
     model_args = {"layers": (3, 4, 23, 3)}
     return _create_sifa_resnet("sifa_resnet101", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def sifa_resnet_pico(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def sifa_resnet_pico(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """Tiny SIFA-Net for CPU demos on 8-frame 32-64 px clips (see ``_PICO_ARGS``)."""
     model_args = {**_PICO_ARGS}
     return _create_sifa_resnet("sifa_resnet_pico", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def c2d_resnet50(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def c2d_resnet50(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """C2D twin of ``sifa_resnet50``: the same network with every SIFA block plain."""
     model_args = {"layers": (3, 4, 6, 3), "use_sifa": False}
     return _create_sifa_resnet("c2d_resnet50", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def c2d_resnet101(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def c2d_resnet101(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """C2D twin of ``sifa_resnet101``: the same network with every SIFA block plain."""
     model_args = {"layers": (3, 4, 23, 3), "use_sifa": False}
     return _create_sifa_resnet("c2d_resnet101", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def c2d_resnet_pico(pretrained: bool = False, **kwargs: Any) -> SIFAResNet:
+def c2d_resnet_pico(pretrained: bool = False, **kwargs: Any) -> SifaResNet:
     """C2D twin of ``sifa_resnet_pico``."""
     model_args = {**_PICO_ARGS, "use_sifa": False}
     return _create_sifa_resnet("c2d_resnet_pico", pretrained, **dict(model_args, **kwargs))

@@ -42,13 +42,21 @@ from typing import Any
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, resize_rel_pos_bias_table, to_2tuple, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, WindowAttention
 from torch import nn
 
 from ..layers import SIFA
-from ._helpers import check_state_dict, inflate_conv_weight, unwrap_state_dict
+from ._builder import build_sifa_model
+from ._helpers import (
+    adapt_stem_weight,
+    check_output_fmt,
+    check_state_dict,
+    fit_classifier,
+    inflate_conv_weight,
+    unwrap_state_dict,
+)
 
 __all__ = ["SifaSwinTransformer", "SifaSwinBlock", "SifaSwinStage", "TubeletEmbed", "checkpoint_filter_fn"]
 
@@ -470,15 +478,14 @@ class SifaSwinTransformer(nn.Module):
             indices: take the last n stages if int, all if None, or these stage indices.
             norm: apply the final norm to the last stage's output.
             stop_early: stop after the last requested stage.
-            output_fmt: ``"NCTHW"`` → ``(B, C_i, T', H_i, W_i)``; ``"NCHW"`` → per-tubelet maps
-                ``(B·T', C_i, H_i, W_i)`` (timm's image convention, used by ``features_only``).
+            output_fmt: only ``"NCTHW"``: maps ``(B, C_i, T', H_i, W_i)`` (any other value is refused with a
+                message; per-tubelet image maps are ``m.transpose(1, 2).flatten(0, 1)``).
             intermediates_only: return only the intermediates.
 
         Returns:
             The intermediates, or ``(final features (B, C_out, T', H', W'), intermediates)``.
         """
-        if output_fmt not in ("NCTHW", "NCHW"):
-            raise ValueError(f"output_fmt must be 'NCTHW' or 'NCHW', got {output_fmt!r}")
+        check_output_fmt(self, output_fmt)
         self.check_input(x)
         take_indices, max_index = feature_take_indices(len(self.layers), indices)
         stages = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[: max_index + 1]
@@ -490,10 +497,7 @@ class SifaSwinTransformer(nn.Module):
             x = stage(x)
             if i in take_indices:
                 feat = self.norm(x) if norm and i == num_stages - 1 else x
-                feat = feat.permute(0, 4, 1, 2, 3)  # (B, C_i, T', H_i, W_i)
-                if output_fmt == "NCHW":
-                    feat = feat.transpose(1, 2).flatten(0, 1)  # (B·T', C_i, H_i, W_i)
-                intermediates.append(feat.contiguous())
+                intermediates.append(feat.permute(0, 4, 1, 2, 3).contiguous())  # (B, C_i, T', H_i, W_i)
         if intermediates_only:
             return intermediates
         if i == num_stages - 1:
@@ -521,9 +525,12 @@ class SifaSwinTransformer(nn.Module):
 
 _OFFICIAL_CONSTANTS = ("relative_position_index", "attn_mask", "def_cor.weight")
 _TEMPORAL_KEYS = (".sifa_norm.", ".conv_t.")
+_CLASSIFIER_KEYS = ("head.fc.weight", "head.fc.bias")
 
 
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SifaSwinTransformer) -> dict[str, torch.Tensor]:
+def checkpoint_filter_fn(
+    state_dict: Mapping[str, Any], model: SifaSwinTransformer, source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
     """Convert a checkpoint to ``model``'s keys and shapes; raise a readable report on any mismatch.
 
     Accepted sources:
@@ -539,10 +546,17 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SifaSwinTransform
       (``sifa_norm``, ``conv_t``, offset convs) is set to its zero initialisation.
 
     Also: offset convs absent from a checkpoint with fixed offsets start at zero (= the released behaviour);
-    a classifier whose shape differs from the model's is dropped and ``head.fc`` keeps the model's weights
-    (warning; dropped quietly for a model built with ``num_classes=0``); the 2D patch-embedding norm is dropped
-    (warning) when the model has ``patch_norm=False``. Anything else missing, unexpected or mis-shaped raises
+    a classifier that fits the model loads whatever the registered ``num_classes``; one that does not is dropped
+    and ``head.fc`` keeps the model's weights (a WARNING naming ``source`` and both shapes; dropped quietly for a
+    model built with ``num_classes=0``); a patch embedding with other input channels is adapted as timm adapts
+    image stems; the 2D patch-embedding norm is dropped (warning) when the model has ``patch_norm=False``.
+    Anything else missing, unexpected or mis-shaped raises
     :class:`~sifa_hub.models._helpers.CheckpointMismatchError`.
+
+    Args:
+        state_dict: the checkpoint (containers and a ``module.`` prefix are unwrapped).
+        model: the model to load into.
+        source: the checkpoint's name in messages (the builder passes the file path).
     """
     state = unwrap_state_dict(state_dict)
     own = model.state_dict()
@@ -577,22 +591,10 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SifaSwinTransform
         for k in patch_norm_keys:
             del out[k]
 
-    head_keys = [k for k in out if k.startswith("head.fc.")]
-    own_head = [k for k in own if k.startswith("head.fc.")]
-    if head_keys and not own_head:
-        _logger.info("model has no classifier (num_classes=0): dropping the checkpoint's %s", ", ".join(head_keys))
-        for k in head_keys:
-            del out[k]
-    elif any(out[k].shape != own[k].shape for k in head_keys if k in own) or (own_head and not head_keys):
-        shapes = {k: tuple(out[k].shape) for k in head_keys}
-        warnings.warn(
-            f"checkpoint classifier {shapes or 'absent'} does not fit the model's {model.num_classes} classes: "
-            "head.fc keeps the model's initialisation",
-            stacklevel=2,
-        )
-        for k in head_keys:
-            del out[k]
-        out.update({k: own[k] for k in own_head})
+    fit_classifier(out, own, _CLASSIFIER_KEYS, source)
+    stem = out.get("patch_embed.proj.weight")
+    if stem is not None and stem.dim() == 5:
+        out["patch_embed.proj.weight"] = adapt_stem_weight(stem, model.in_chans)
 
     has_temporal = any(t in k for k in out for t in _TEMPORAL_KEYS)
     has_offsets = any(".sifa.conv_offset." in k for k in out)
@@ -608,18 +610,19 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SifaSwinTransform
     if filled:
         _logger.info("zero-initialised %d temporal-path tensors absent from the checkpoint", len(filled))
 
-    check_state_dict(model, out, source="checkpoint (after conversion)")
+    check_state_dict(model, out, source=f"{source} (after conversion)")
     return out
 
 
 def _create_sifa_swin(variant: str, pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
+    """Build through :func:`~sifa_hub.models._builder.build_sifa_model` (safe weight loading, video features)."""
     out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (2, 2, 6, 2))))))
-    return build_model_with_cfg(
+    return build_sifa_model(
         SifaSwinTransformer,
         variant,
         pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg={"feature_cls": "getter", "out_indices": out_indices},
+        checkpoint_filter_fn,
+        feature_cfg={"out_indices": out_indices},
         **kwargs,
     )
 

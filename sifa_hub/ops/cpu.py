@@ -1,10 +1,13 @@
 """Fused CPU backend: a C++ kernel (``csrc/sifa_cpu.cpp``) built on first use.
 
-The extension is compiled with ``torch.utils.cpp_extension.load`` (``-O3 -fopenmp``, plus AVX-512 or AVX2/FMA
-when this CPU has them; the instruction set is part of the extension's name, so a cache shared between
-machines never serves a build to a CPU that cannot run it) and cached under ``TORCH_EXTENSIONS_DIR``. Nothing
-is built at import time. The build needs a C++ compiler and ``ninja``; ninja is looked up on ``PATH`` and
-next to the running Python (a virtual environment's ``bin/``, even when it is not activated).
+The extension is compiled with ``-O3 -fopenmp``, plus AVX-512 or AVX2/FMA when this CPU has them, by
+:mod:`sifa_hub.ops.build`: the build folder is keyed by source, flags, compiler, torch/Python versions and
+instruction set (a cache shared between environments or machines never serves a build to one that would compile
+something else), one process per machine builds while the others wait, and a build that fails or exceeds
+``SIFA_HUB_BUILD_TIMEOUT`` seconds leaves the pure-PyTorch backend in charge, with one warning line. Nothing is
+built at import time; ``sifa-hub build-kernels`` (:func:`sifa_hub.ops.build_kernels`) builds ahead of time. The
+build needs a C++ compiler and ``ninja``; ninja is looked up on ``PATH`` and next to the running Python (a
+virtual environment's ``bin/``, even when it is not activated).
 
 Kernels are registered as the custom ops ``sifa_hub::cpu_forward`` / ``sifa_hub::cpu_backward``.
 """
@@ -19,9 +22,10 @@ from types import ModuleType
 
 from torch import Tensor
 
+from .build import ExtensionSpec, KernelBuildError, build_extension, import_extension, is_built
 from .custom_ops import register_fused_op
 
-__all__ = ["cpu_loaded", "cpu_status", "load_extension", "sifa_attention_cpu"]
+__all__ = ["cpu_extension_spec", "cpu_loaded", "cpu_status", "load_extension", "sifa_attention_cpu"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +34,10 @@ _LOCK = threading.Lock()
 
 
 class _BuildState:
-    """The loaded extension, or why it could not be built (``None``, ``None`` before the first try)."""
+    """The loaded extension and its path, or why it could not be built (all ``None`` before the first try)."""
 
     module: ModuleType | None = None
+    path: str | None = None
     error: str | None = None
 
 
@@ -51,18 +56,18 @@ def _cpu_flags() -> set[str]:
 
 
 @functools.cache
-def _build_config() -> tuple[str, list[str]]:
-    """Extension name and compiler flags for this CPU."""
+def cpu_extension_spec() -> ExtensionSpec:
+    """What is compiled for this CPU: sources, flags and the instruction set they target."""
     cflags = ["-O3", "-fopenmp"]
-    name = "sifa_hub_cpu_v1"
+    isa = "generic"
     flags = _cpu_flags()
     if {"avx512f", "avx512vl", "avx2", "fma"} <= flags:
         cflags += ["-mavx512f", "-mavx512vl", "-mavx2", "-mfma", "-mprefer-vector-width=512"]
-        name += "_avx512"
+        isa = "avx512"
     elif {"avx2", "fma"} <= flags:
         cflags += ["-mavx2", "-mfma"]
-        name += "_avx2"
-    return name, cflags
+        isa = "avx2"
+    return ExtensionSpec("sifa_cpu", (_SOURCE,), tuple(cflags), ("-fopenmp",), isa)
 
 
 def _find_build_tools() -> str | None:
@@ -84,22 +89,18 @@ def load_extension() -> ModuleType | None:
     with _LOCK:
         if _STATE.module is not None or _STATE.error is not None:
             return _STATE.module
-        problem = _find_build_tools()
-        if problem is not None:
-            _STATE.error = problem
-            return None
-        from torch.utils.cpp_extension import load
-
-        name, cflags = _build_config()
+        spec = cpu_extension_spec()
         try:
-            _STATE.module = load(
-                name=name, sources=[_SOURCE], extra_cflags=cflags, extra_ldflags=["-fopenmp"], verbose=False
+            problem = None if is_built(spec) else _find_build_tools()
+            if problem is not None:
+                raise KernelBuildError(problem)
+            path = build_extension(spec)
+            _STATE.module, _STATE.path = import_extension(spec.name, path), path
+        except (KernelBuildError, ImportError, OSError) as e:
+            _STATE.error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            logger.warning(
+                "sifa_hub: fused SIFA CPU kernel unavailable (%s); using the pure-PyTorch backend", _STATE.error
             )
-        except Exception as e:  # compiler errors, missing headers, ...: fall back, remember why
-            lines = str(e).strip().splitlines() or [""]
-            first_error = next((line for line in lines if "error" in line), lines[-1])
-            _STATE.error = f"build failed: {type(e).__name__}: {first_error.strip()[:300]}"
-            logger.warning("sifa_hub: fused CPU kernel unavailable (%s)", _STATE.error)
         return _STATE.module
 
 
@@ -120,9 +121,12 @@ def cpu_status(build: bool = False) -> tuple[bool | None, str]:
     if build:
         load_extension()
     if _STATE.module is not None:
-        return True, f"C++ extension {_build_config()[0]} loaded"
+        return True, f"C++ extension loaded from {_STATE.path}"
     if _STATE.error is not None:
         return False, str(_STATE.error)
+    spec = cpu_extension_spec()
+    if is_built(spec):
+        return None, f"C++ extension built in {spec.directory()} (loaded on first use)"
     problem = _find_build_tools()
     if problem is not None:
         return False, problem

@@ -6,9 +6,10 @@ Every fused backend provides two plain functions on ``(B, C, T, H, W)`` tensors 
 * ``backward(grad_y, x, offsets, kernel_size, dilation, groups, softmax, need_offsets) -> (grad_x, grad_offsets)``
   where ``grad_offsets`` is an empty ``(0,)`` tensor when ``offsets`` is ``None`` or ``need_offsets`` is False.
 
-``offsets`` is ``(B, 2K², T-1, H, W)`` (key frames 1..T-1) or ``None``. :func:`register_fused_op` wraps them
-as ``sifa_hub::<name>_forward`` / ``sifa_hub::<name>_backward`` with fake (meta) implementations and
-autograd, so ``torch.compile`` and ``torch.export`` trace through them as single nodes.
+``offsets`` is ``(B, 2K², T-1, H, W)`` (key frames 1..T-1) or ``None``. Inputs may have any layout (permuted,
+channels-last, strided views); every output is contiguous, and the fake kernels report exactly that.
+:func:`register_fused_op` wraps them as ``sifa_hub::<name>_forward`` / ``sifa_hub::<name>_backward`` with fake
+(meta) implementations and autograd, so ``torch.compile`` and ``torch.export`` trace through them as single nodes.
 """
 
 from collections.abc import Callable, Sequence
@@ -42,11 +43,13 @@ def register_fused_op(
     def forward_op(
         x: Tensor, offsets: Tensor | None, kernel_size: int, dilation: int, groups: int, softmax: bool
     ) -> Tensor:
+        if x.numel() == 0:  # batch 0 or an empty map: the kernels never see it
+            return x.new_zeros(x.shape)
         return forward(x, offsets, kernel_size, dilation, groups, softmax)
 
     @forward_op.register_fake
     def _(x: Tensor, offsets: Tensor | None, kernel_size: int, dilation: int, groups: int, softmax: bool) -> Tensor:
-        return torch.empty_like(x)
+        return x.new_empty(x.shape)  # contiguous for any input layout, as the kernels' outputs
 
     @torch.library.custom_op(f"sifa_hub::{name}_backward", mutates_args=(), device_types=device_types)
     def backward_op(
@@ -59,6 +62,9 @@ def register_fused_op(
         softmax: bool,
         need_offsets: bool,
     ) -> tuple[Tensor, Tensor]:
+        if x.numel() == 0:
+            grad_off = offsets.new_zeros(offsets.shape) if offsets is not None and need_offsets else x.new_empty(0)
+            return x.new_zeros(x.shape), grad_off
         return backward(grad_y, x, offsets, kernel_size, dilation, groups, softmax, need_offsets)
 
     @backward_op.register_fake
@@ -72,8 +78,8 @@ def register_fused_op(
         softmax: bool,
         need_offsets: bool,
     ) -> tuple[Tensor, Tensor]:
-        grad_off = torch.empty_like(offsets) if offsets is not None and need_offsets else x.new_empty(0)
-        return torch.empty_like(x), grad_off
+        grad_off = offsets.new_empty(offsets.shape) if offsets is not None and need_offsets else x.new_empty(0)
+        return x.new_empty(x.shape), grad_off
 
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         x, offsets, kernel_size, dilation, groups, softmax = inputs

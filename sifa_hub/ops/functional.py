@@ -34,6 +34,7 @@ __all__ = [
     "BACKENDS",
     "NORMALIZE_MODES",
     "available_backends",
+    "build_kernels",
     "selected_backend",
     "sifa_attention",
     "validate_sifa_inputs",
@@ -88,7 +89,10 @@ def validate_sifa_inputs(
     if offsets.device != x.device:
         raise ValueError(f"sifa_attention: offsets are on {offsets.device} but x is on {x.device}")
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(offsets).all()):
-        raise ValueError("sifa_attention: offsets contain NaN or Inf")
+        raise ValueError(
+            "sifa_attention: the sampling offsets contain NaN or Inf (offsets predicted from features come out "
+            "non-finite when the input clip or the offset predictor's weights contain NaN/Inf)"
+        )
 
 
 def available_backends(device: torch.device | str = "cpu", build: bool = True) -> dict[str, tuple[bool, str]]:
@@ -114,6 +118,22 @@ def available_backends(device: torch.device | str = "cpu", build: bool = True) -
         status["cpu"] = (False, f"the C++ kernel runs on CPU tensors, not {device.type}")
     status["triton"] = triton_status(device)
     return status
+
+
+def build_kernels() -> dict[str, str]:
+    """Build every compiled kernel this machine can build now (what ``sifa-hub build-kernels`` runs).
+
+    Returns:
+        ``{backend: status}``: ``"cpu"`` gives the loaded library's path or why it is unavailable; ``"triton"``
+        says whether the Triton kernels can run (they are compiled per shape by Triton at first use on a GPU).
+    """
+    ok, why = cpu_status(build=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    triton_ok, triton_why = triton_status(device)
+    return {
+        "cpu": why if ok else f"unavailable: {why}",
+        "triton": triton_why if triton_ok else f"unavailable: {triton_why}",
+    }
 
 
 _LOGGED: set[str] = set()
@@ -142,11 +162,19 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
             _LOGGED.add(device.type)
             logger.info("sifa_attention on %s: backend %r (%s)", device.type, name, why)
         return name
+    if torch.compiler.is_compiling():  # a forced backend is checked by its first eager call, not while tracing
+        return backend
     if backend in ("cpu", "triton"):
         ok, why = available_backends(device, build=False)[backend]
         if not ok:
             raise ValueError(f"sifa_attention: backend {backend!r} cannot run on {device.type} tensors: {why}")
     return backend
+
+
+def _empty_output(x: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
+    """The output ``(B, C, T, H, W)`` for an input without elements, differentiable (zero gradients)."""
+    y = x * 0
+    return y if offsets is None else y + offsets.sum().to(y.dtype) * 0
 
 
 _IMPLS = {"torch": sifa_attention_torch, "cpu": sifa_attention_cpu, "triton": sifa_attention_triton}
@@ -184,6 +212,8 @@ def sifa_attention(
     if backend not in BACKENDS:
         raise ValueError(f"sifa_attention: backend must be one of {BACKENDS}, got {backend!r}")
     b, _, t, h, w = x.shape
+    if x.numel() == 0:  # batch 0, an empty map or no channels: nothing to attend to, in every backend
+        return _empty_output(x, offsets)
     if backend == "reference":
         if offsets is None:
             offsets = x.new_zeros(b, 2 * kernel_size * kernel_size, max(t - 1, 1), h, w)

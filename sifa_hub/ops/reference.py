@@ -66,7 +66,7 @@ def sifa_attention_reference(
     b, c, t, h, w = x.shape
     k2 = kernel_size * kernel_size
     y = torch.zeros_like(x)
-    if t == 1:
+    if t <= 1 or y.numel() == 0:
         return y
     pad = (dilation * (kernel_size - 1) + 1) // 2
     off = offsets[:, :, offsets.shape[2] - (t - 1) :]  # (B, 2K², T-1, H, W): offsets of key frames 1..T-1

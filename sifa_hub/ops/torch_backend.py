@@ -140,6 +140,8 @@ class _SifaFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(x, offsets)
         ctx.config = (kernel_size, dilation, groups, softmax)
+        if x.numel() == 0:  # batch 0 or an empty map (grid_sample refuses empty maps)
+            return x.new_zeros(x.shape)
         b = x.shape[0]
         q = _frames_to_batch(x[:, :, :-1])  # (N, C, H, W), N = B·(T-1) query frames 0..T-2
         sampler = _Sampler(
@@ -159,6 +161,8 @@ class _SifaFunction(torch.autograd.Function):
         x, offsets = ctx.saved_tensors
         kernel_size, dilation, groups, softmax = ctx.config
         need_off = offsets is not None and ctx.needs_input_grad[1]
+        if x.numel() == 0:
+            return x.new_zeros(x.shape), offsets.new_zeros(offsets.shape) if need_off else None, None, None, None, None
         b, c = x.shape[:2]
         k2 = kernel_size * kernel_size
         q = _frames_to_batch(x[:, :, :-1])  # (N, C, H, W)

@@ -95,7 +95,7 @@ def _keys(x: Tensor) -> Tensor:
 def _forward(x: Tensor, offsets: Tensor | None, kernel_size: int, dilation: int, groups: int, softmax: bool) -> Tensor:
     x = x.contiguous()
     off = None if offsets is None else offsets.contiguous()
-    y = torch.empty_like(x)
+    y = x.new_empty(x.shape)  # contiguous whatever the input layout (the fake says so)
     y[:, :, -1].zero_()
     _kernels().forward[_grid(x)](
         x, _keys(x), x if off is None else off, y, HAS_OFF=off is not None, SOFTMAX=softmax,
@@ -118,11 +118,11 @@ def _backward(
     grad_y = grad_y.to(x.dtype).contiguous()
     off = None if offsets is None else offsets.contiguous()
     keys = _keys(x)
-    grad_x = torch.empty_like(x)
+    grad_x = x.new_empty(x.shape)
     grad_x[:, :, -1].zero_()
     grad_keys = torch.zeros_like(keys)
     need_offsets = need_offsets and off is not None
-    grad_off = torch.empty_like(off) if off is not None and need_offsets else x.new_empty(0)
+    grad_off = off.new_empty(off.shape) if off is not None and need_offsets else x.new_empty(0)
     _kernels().backward[_grid(x)](
         x, keys, x if off is None else off, grad_y, grad_x, grad_keys, grad_off if need_offsets else x,
         HAS_OFF=off is not None, NEED_OFF=need_offsets, SOFTMAX=softmax, **_config(x, kernel_size, dilation, groups),

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["count_flops", "flop_counter", "sifa_op_flops"]
+__all__ = ["count_flops", "flop_counter", "instrument_sifa", "sifa_op_flops"]
 
 
 def sifa_op_flops(shape: Sequence[int], kernel_size: int) -> int:
@@ -32,7 +32,7 @@ def sifa_op_flops(shape: Sequence[int], kernel_size: int) -> int:
 
 
 @contextlib.contextmanager
-def _instrument_sifa(on_call: Callable[[Callable[..., torch.Tensor], tuple, dict], torch.Tensor]) -> Iterator[None]:
+def instrument_sifa(on_call: Callable[[Callable[..., torch.Tensor], tuple, dict], torch.Tensor]) -> Iterator[None]:
     """Route every call of ``sifa_hub.ops.sifa_attention`` made by ``sifa_hub`` modules through ``on_call``.
 
     The public function is looked up by name in every loaded ``sifa_hub`` module (models call it through
@@ -119,6 +119,6 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
         sifa["analytic"] += sifa_op_flops(bound.arguments["x"].shape, bound.arguments["kernel_size"])
         return y
 
-    with _instrument_sifa(on_call), counter, torch.no_grad():
+    with instrument_sifa(on_call), counter, torch.no_grad():
         model(x)
     return counter.get_total_flops() - sifa["counted"] + sifa["analytic"], sifa["analytic"]

@@ -444,7 +444,7 @@ torch::Tensor sifa_forward(const torch::Tensor& x_in, const c10::optional<torch:
   const auto off = offsets.has_value() ? offsets->contiguous() : torch::Tensor();
   const auto g = geometry(x, K, dilation, groups, softmax);
   const auto keys = keys_channels_last(x);
-  auto y = torch::empty_like(x);
+  auto y = torch::empty(x.sizes(), x.options());  // contiguous whatever the input layout (the fake says so)
   y.select(2, g.T - 1).zero_();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sifa_forward", [&] {
     forward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(),
@@ -462,11 +462,11 @@ std::vector<torch::Tensor> sifa_backward(const torch::Tensor& grad_y_in, const t
   const auto off = offsets.has_value() ? offsets->contiguous() : torch::Tensor();
   const auto g = geometry(x, K, dilation, groups, softmax);
   const auto keys = keys_channels_last(x);
-  auto grad_x = torch::empty_like(x);
+  auto grad_x = torch::empty(x.sizes(), x.options());
   grad_x.select(2, g.T - 1).zero_();  // frame T-1 is never a query
   auto grad_keys = torch::zeros_like(keys);
   need_offsets = need_offsets && off.defined();
-  auto grad_off = need_offsets ? torch::empty_like(off) : x.new_empty({0});
+  auto grad_off = need_offsets ? torch::empty(off.sizes(), off.options()) : x.new_empty({0});
   // Band height: rows of a band scatter into rows [top - P - M, bottom + d(K-1) - P + M + 1].
   int64_t band = g.H;
   const double reach = off.defined() ? off.view({g.B, g.k2(), 2, -1}).select(2, 0).abs().max().item<double>() : 0;
