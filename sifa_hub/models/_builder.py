@@ -68,23 +68,43 @@ def _weights_in_dir(folder: str) -> str:
 def _from_hf_hub(repo: str, filename: str | None, cache_dir: str | os.PathLike[str] | None) -> str:
     """Local path of the weights of a Hub repository (``org/name`` or ``org/name@revision``)."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     repo_id, _, revision = repo.partition("@")
     cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
-    try:  # validate the config first, when the repository has one
-        config = hf_hub_download(repo_id, "config.json", revision=revision or None, cache_dir=cache_dir)
-        read_model_config(config)
-    except EntryNotFoundError:
-        pass
-    names = (filename,) if filename else WEIGHT_FILES
-    for name in names:
-        try:
-            return hf_hub_download(repo_id, name, revision=revision or None, cache_dir=cache_dir)
+    try:
+        try:  # validate a SIFA config first (a 2D source's timm config is not ours to check)
+            config = hf_hub_download(repo_id, "config.json", revision=revision or None, cache_dir=cache_dir)
+            if _is_sifa_config(config):
+                read_model_config(config)
         except EntryNotFoundError:
-            if name == names[-1]:
-                raise
+            pass
+        names = (filename,) if filename else WEIGHT_FILES
+        for name in names:
+            try:
+                return hf_hub_download(repo_id, name, revision=revision or None, cache_dir=cache_dir)
+            except EntryNotFoundError:
+                if name == names[-1]:
+                    raise
+    except RepositoryNotFoundError:
+        raise OSError(f"hf-hub:{repo}: repository not found on the Hub (or private without a token)") from None
+    except LocalEntryNotFoundError:
+        raise OSError(f"hf-hub:{repo}: not in the local Hub cache and the Hub is not reachable (offline?)") from None
+    except EntryNotFoundError:
+        raise OSError(f"hf-hub:{repo}: the repository has no {' or '.join(names)}") from None
     raise AssertionError("unreachable")
+
+
+def _is_sifa_config(path: str) -> bool:
+    """Whether a downloaded ``config.json`` describes a SIFA model (else, e.g. a 2D timm source, it is skipped)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            arch = json.load(f).get("architecture", "")
+    except (OSError, ValueError, AttributeError):
+        return True  # unreadable: let read_model_config report it with the path
+    return isinstance(arch, str) and arch.startswith(("sifa_", "c2d_"))
 
 
 def _from_url(url: str, cache_dir: str | os.PathLike[str] | None) -> str:

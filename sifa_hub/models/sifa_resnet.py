@@ -57,6 +57,7 @@ from ._helpers import (
     inflate_conv_weight,
     unwrap_state_dict,
 )
+from ._pretrained import imagenet_cfgs, pico_motion_cfg
 
 __all__ = ["SifaBottleneck", "SifaResNet", "checkpoint_filter_fn", "combine_heads", "dual_head_loss"]
 
@@ -758,13 +759,15 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
 
 _PICO_CFG = {"input_size": (3, 32, 32), "pool_size": (2, 2), "crop_pct": 1.0}
 
+# Weight tags (models/_pretrained.py): ImageNet initialisations from timm's repositories for R50/R101, the demo's
+# trained model for the SIFA pico; the first tag is its variant's default (timm's rule).
 default_cfgs = generate_default_cfgs(
     {
-        "sifa_resnet50": _cfg(),
-        "sifa_resnet101": _cfg(),
-        "sifa_resnet_pico": _cfg(**_PICO_CFG),
-        "c2d_resnet50": _cfg(),
-        "c2d_resnet101": _cfg(),
+        **imagenet_cfgs("sifa_resnet50", "resnet50", _cfg()),
+        **imagenet_cfgs("sifa_resnet101", "resnet101", _cfg()),
+        "sifa_resnet_pico.motion4": pico_motion_cfg(_cfg(**_PICO_CFG)),
+        **imagenet_cfgs("c2d_resnet50", "resnet50", _cfg()),
+        **imagenet_cfgs("c2d_resnet101", "resnet101", _cfg()),
         "c2d_resnet_pico": _cfg(**_PICO_CFG),
     }
 )

@@ -57,6 +57,7 @@ from ._helpers import (
     inflate_conv_weight,
     unwrap_state_dict,
 )
+from ._pretrained import imagenet_cfgs
 
 __all__ = ["SifaSwinTransformer", "SifaSwinBlock", "SifaSwinStage", "TubeletEmbed", "checkpoint_filter_fn"]
 
@@ -646,20 +647,15 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
-default_cfgs = generate_default_cfgs(
-    {
-        "sifa_swin_tiny_patch4_window7_224": _cfg(),
-        "sifa_swin_small_patch4_window7_224": _cfg(),
-        "sifa_swin_base_patch4_window7_224": _cfg(),
-        "sifa_swin_large_patch4_window7_224": _cfg(),
-        "sifa_swin_pico": _cfg(input_size=(3, 32, 32), pool_size=(8, 8)),
-        "c2d_swin_tiny_patch4_window7_224": _cfg(),
-        "c2d_swin_small_patch4_window7_224": _cfg(),
-        "c2d_swin_base_patch4_window7_224": _cfg(),
-        "c2d_swin_large_patch4_window7_224": _cfg(),
-        "c2d_swin_pico": _cfg(input_size=(3, 32, 32), pool_size=(8, 8)),
-    }
-)
+# Weight tags (models/_pretrained.py): every Swin size has the ImageNet initialisations of timm's matching
+# swin_* repositories (ms_in1k and ms_in22k; large: ms_in22k); the first is the variant's default.
+_swin_cfgs: dict[str, dict[str, Any]] = {}
+for _prefix in ("sifa", "c2d"):
+    for _size in ("tiny", "small", "base", "large"):
+        _name = f"swin_{_size}_patch4_window7_224"
+        _swin_cfgs.update(imagenet_cfgs(f"{_prefix}_{_name}", _name, _cfg()))
+    _swin_cfgs[f"{_prefix}_swin_pico"] = _cfg(input_size=(3, 32, 32), pool_size=(8, 8))
+default_cfgs = generate_default_cfgs(_swin_cfgs)
 
 # Variants. Stochastic depth as in the official constructors (S 0.3, B/L 0.5; T 0.2 as Swin-T).
 # pico (CPU-sized): 8 frames -> T'=4 tubelets of 2 frames; 32 px / patch 2 -> 16x16 then 8x8 tokens with window 4, so
