@@ -68,12 +68,12 @@ def test_every_variant_lists_its_tags() -> None:
 def test_resnet_tag_downloads_once_inflates_and_matches_2d(hub_server: HubServer, tmp_path: Path) -> None:
     net2d = _serve_2d(hub_server, tmp_path, "resnet50", "a1_in1k")
     repo = "timm/resnet50.a1_in1k"
-    model = timm.create_model("c2d_resnet50.a1_in1k", pretrained=True, num_frames=8).eval()
+    model = timm.create_model("c2d_resnet50.a1_in1k", pretrained=True, num_frames=8, num_classes=1000).eval()
     first = _downloads(hub_server, repo)
     assert first >= 1
-    sifa = timm.create_model("sifa_resnet50.a1_in1k", pretrained=True, num_frames=8).eval()
+    sifa = timm.create_model("sifa_resnet50.a1_in1k", pretrained=True, num_frames=8, num_classes=1000).eval()
     assert _downloads(hub_server, repo) == first  # the second model came from the cache
-    assert model.num_classes == sifa.num_classes == 1000  # the 2D classifier, until num_classes replaces it
+    assert model.num_classes == sifa.num_classes == 1000  # the ImageNet classifier fits, so it is kept
 
     own2d = net2d.state_dict()
     for name, net in (("c2d", model), ("sifa", sifa)):
@@ -117,7 +117,7 @@ def test_swin_tag_inflates_and_matches_2d(hub_server: HubServer, tmp_path: Path)
     name = "sifa_swin_tiny_patch4_window7_224.ms_in1k"
     with pytest.warns(UserWarning, match="patch_norm=False"):  # the released design drops the 2D patch norm
         timm.create_model(name, pretrained=True, num_frames=4)
-    model = timm.create_model(name, pretrained=True, num_frames=4, patch_norm=True).eval()
+    model = timm.create_model(name, pretrained=True, num_frames=4, patch_norm=True, num_classes=1000).eval()
     state = model.state_dict()
     temporal = [k for k in state if ".conv_t." in k or ".sifa_norm." in k or "conv_offset" in k]
     assert temporal and all(not state[k].any() for k in temporal), "the temporal path starts at zero"

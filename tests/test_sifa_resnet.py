@@ -58,7 +58,7 @@ def test_registered_with_timm() -> None:
     assert cfg["classifier"] == ("fc", "fc_dual")
     assert cfg["first_conv"] == "conv1"
     assert cfg["num_classes"] == 400
-    assert not cfg.get("hf_hub_id")
+    assert cfg["hf_hub_id"] == "timm/resnet50.a1_in1k"  # the default tag: an ImageNet initialisation
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -65,7 +65,10 @@ def test_every_variant_builds_through_timm(name):
     assert model.use_sifa == name.startswith("sifa_")
     assert (model.num_frames, model.early_stride) == ((8, 2) if "pico" in name else (16, 4))
     cfg = model.pretrained_cfg
-    assert cfg["paper_ids"] == "arXiv:2206.06931" and "hf_hub_id" not in cfg
+    assert cfg["paper_ids"] == "arXiv:2206.06931"
+    # default tag: an ImageNet initialisation from timm's repo (models/_pretrained.py); picos have no weights
+    tag = "ms_in22k" if "large" in name else "ms_in1k"
+    assert cfg.get("hf_hub_id") == (None if "pico" in name else f"timm/{name.split('_', 1)[1]}.{tag}")
     assert cfg["first_conv"] == "patch_embed.proj" and cfg["classifier"] == "head.fc"
     assert cfg["input_size"] == ((3, 32, 32) if "pico" in name else (3, 224, 224))
     has_temporal = any(".sifa_norm." in k or ".conv_t." in k for k in model.state_dict())

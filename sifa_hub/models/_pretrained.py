@@ -6,7 +6,7 @@ SIFA weights were ever released, so the tags here are of two kinds:
 * **ImageNet initialisations** (the official recipe's starting point): ``sifa_resnet50.a1_in1k`` downloads
   ``timm/resnet50.a1_in1k`` through the Hub cache (``HF_HUB_OFFLINE`` honoured) and the family's
   ``checkpoint_filter_fn`` inflates it to video. Their cfgs say so in ``description``/``notes`` and claim no
-  accuracy; the classifier is the 2D model's (1000 or 21841 ImageNet classes) until ``num_classes`` replaces it.
+  accuracy; the ImageNet classifier is kept when ``num_classes`` is its size (1000 / 21841), else re-initialised.
 * **Trained models shipped with the package**: ``sifa_resnet_pico.motion4``, the demo's SIFA-Net trained on the
   embedded motion data set (4 classes), loads from package data with no network.
 """
@@ -27,10 +27,10 @@ IMAGENET_TAGS: dict[str, tuple[str, ...]] = {
     "swin_base_patch4_window7_224": ("ms_in1k", "ms_in22k"),
     "swin_large_patch4_window7_224": ("ms_in22k",),
 }
-_CLASSES = {"in1k": 1000, "in22k": 21841}
 _INIT_NOTE = (
     "An initialisation, not video-trained weights: ImageNet 2D weights inflated to video (no video accuracy "
-    "is claimed). Fine-tune with num_classes=N; the ImageNet classifier is kept only when num_classes matches."
+    "is claimed). The classifier defaults to 400 classes (re-initialised, with a warning); pass num_classes=N to "
+    "fine-tune, or num_classes=1000 (in1k) / 21841 (in22k) to keep the ImageNet classifier."
 )
 
 
@@ -48,7 +48,6 @@ def imagenet_cfgs(variant: str, arch_2d: str, base: dict[str, Any]) -> dict[str,
         out[f"{variant}.{tag}"] = {
             **base,
             "hf_hub_id": repo,
-            "num_classes": _CLASSES[tag.rsplit("_", 1)[-1]],
             "description": f"{variant} initialised from the ImageNet weights of {repo}, inflated to video",
             "notes": (_INIT_NOTE,),
             "origin_url": f"https://huggingface.co/{repo}",
