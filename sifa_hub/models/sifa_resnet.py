@@ -57,6 +57,7 @@ from ._helpers import (
     inflate_conv_weight,
     unwrap_state_dict,
 )
+from ._validation import check_clip
 
 __all__ = ["SifaBottleneck", "SifaResNet", "checkpoint_filter_fn", "combine_heads", "dual_head_loss"]
 
@@ -470,10 +471,14 @@ class SifaResNet(nn.Module):
             setattr(self, name, head)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is a ``(B, C, T, H, W)`` clip this model can take."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 5:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{type(self).__name__} expects a clip (B, C, T, H, W), got {shape}")
+        """Raise ``TypeError``/``ValueError`` unless ``x`` is a ``(B, C, T, H, W)`` clip this model can take.
+
+        Checks the type and dtype (a float tensor of the weights' dtype: integer frames must be converted and
+        normalised first), finite values, then the layout, channels and clip length.
+        """
+        check_clip(x, self, self.conv1.weight)
+        if x.dim() != 5:
+            raise ValueError(f"{type(self).__name__} expects a clip (B, C, T, H, W), got {tuple(x.shape)}")
         b, c, t, h, w = x.shape
         if c != self.in_chans:
             if t == self.in_chans:

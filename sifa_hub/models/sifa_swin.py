@@ -60,6 +60,7 @@ from ._helpers import (
     inflate_conv_weight,
     unwrap_state_dict,
 )
+from ._validation import check_clip
 
 __all__ = ["SifaSwinTransformer", "SifaSwinBlock", "SifaSwinStage", "TubeletEmbed", "checkpoint_filter_fn"]
 
@@ -179,6 +180,8 @@ class SifaSwinBlock(SwinTransformerBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T', H, W, C)`` → ``(B, T', H, W, C)``."""
+        if x.numel() == 0:
+            return x  # empty batch: nothing to mix (timm's window attention cannot reshape 0 elements)
         B, T, H, W, C = x.shape
         x = x.reshape(B * T, H, W, C)
         x = x + self.drop_path1(self._attn(self.norm1(x)))  # (B·T', H, W, C)
@@ -409,9 +412,12 @@ class SifaSwinTransformer(nn.Module):
             self.global_pool = global_pool
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``TypeError``/``ValueError`` naming the problem if ``x`` is not a ``(B, C, T, H, W)`` clip."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{type(self).__name__} expects a torch.Tensor clip, got {type(x).__name__}")
+        """Raise ``TypeError``/``ValueError`` naming the problem if ``x`` is not a ``(B, C, T, H, W)`` clip.
+
+        Checks the type and dtype (a float tensor of the weights' dtype: integer frames must be converted and
+        normalised first), finite values, then the layout, channels, clip length and frame size.
+        """
+        check_clip(x, self, self.patch_embed.proj.weight)
         if x.dim() != 5:
             raise ValueError(
                 f"{type(self).__name__} expects a clip of shape (B, C, T, H, W), got a {x.dim()}-D tensor "
