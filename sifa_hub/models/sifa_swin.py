@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, resize_rel_pos_bias_table, to_2tuple, trunc_normal_
+from timm.layers import ClassifierHead, resize_rel_pos_bias_table, to_2tuple
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, WindowAttention
@@ -374,14 +374,35 @@ class SifaSwinTransformer(nn.Module):
         self.layers = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.apply(self._init_weights)
+        self.init_weights()
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+    @torch.jit.ignore
+    def init_weights(self) -> None:
+        """(Re-)initialise every tensor: the one definition of the SIFA-Transformer's initialisation.
+
+        Linear layers truncated normal (std 0.02, bias 0), LayerNorms 1 / 0, convs PyTorch's default, relative
+        position tables truncated normal (std 0.02) and their index / mask buffers rebuilt, then the temporal path
+        at zero (:meth:`SifaSwinBlock.reset_temporal_parameters`). Only ``torch.nn.init`` functions are used, so
+        transformers' guard can skip tensors loaded from a checkpoint (the hf adapter delegates here).
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                m.reset_parameters()
+            elif isinstance(m, WindowAttention):
+                nn.init.trunc_normal_(m.relative_position_bias_table, std=0.02)
+            init_buffers = getattr(m, "init_non_persistent_buffers", None)
+            if callable(init_buffers):  # timm's attention index / mask buffers
+                init_buffers()
+        for m in self.modules():
+            if isinstance(m, SifaSwinBlock):
+                m.reset_temporal_parameters()
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
