@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from timm.optim import create_optimizer_v2
 
 import sifa_hub  # noqa: F401  (registers the models)
+from sifa_hub.models import sifa_swin
 from sifa_hub.models._helpers import CheckpointMismatchError
 from sifa_hub.models.sifa_swin import SifaSwinTransformer, checkpoint_filter_fn
 
@@ -24,8 +26,10 @@ VARIANTS = [
     f"{p}_{s}_patch4_window7_224" for p in ("sifa_swin", "c2d_swin") for s in ("tiny", "small", "base", "large")
 ]
 VARIANTS += ["sifa_swin_pico", "c2d_swin_pico"]
-# Trainable parameters of the official models (num_classes 400, 16 frames), from the fixtures' README.
+# Trainable parameters of the official models (num_classes 400, 16 frames), from the fixtures' README, and the
+# values of the never-used official tensors (unused temporal conv / SIFA norm of each block) the converter drops.
 OFFICIAL_PARAMS = {"small": 60_954_586, "base": 108_134_216, "large": 242_785_828}
+NEVER_USED_VALUES = {"small": 7_665_984, "base": 13_625_088, "large": 30_648_960}
 
 
 def _pico(**kwargs) -> SifaSwinTransformer:
@@ -81,10 +85,18 @@ def test_official_parameter_counts_and_key_by_key_conversion(size, fixtures_dir)
     with torch.device("meta"):
         model = timm.create_model(f"sifa_swin_{size}_patch4_window7_224", num_classes=400)
         official = {k: torch.empty(s) for k, s in shapes.items()}
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[size]
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[size] - NEVER_USED_VALUES[size]
+    assert sum(p.numel() for p in model.parameters()) == sifa_swin.PARAMS[size]
+    assert sifa_swin.OFFICIAL_PARAMS[size] == OFFICIAL_PARAMS[size]
     converted = checkpoint_filter_fn(official, model)
     constants = [k for k in shapes if k.endswith(("relative_position_index", "attn_mask", "def_cor.weight"))]
-    assert len(converted) == len(shapes) - len(constants)  # one model tensor per official learnable tensor
+    unused = [k for k in shapes if k.endswith((".conv.weight", ".tda_norm.weight", ".tda_norm.bias"))]
+    renamed = {k: k.replace(".tda_norm.", ".sifa_norm.").replace(".conv.", ".conv_t.") for k in unused}
+    unused = [k for k in unused if renamed[k] not in converted]
+    assert len(unused) == sifa_swin.NEVER_USED_OFFICIAL_TENSORS[size] == 35
+    assert sum(math.prod(shapes[k]) for k in unused) == NEVER_USED_VALUES[size]
+    # one model tensor per official learnable tensor that the released forward uses
+    assert len(converted) == len(shapes) - len(constants) - len(unused)
     assert model.load_state_dict(converted, strict=True, assign=True)
     assert converted["layers.1.downsample.reduction.weight"].shape == tuple(
         shapes["layers.0.downsample.reduction.weight"]
@@ -106,7 +118,8 @@ def test_pico_forward_backward_and_temporal_modes():
         for blk in stage.blocks:
             used, unused = (blk.sifa_norm, blk.conv_t) if blk.temporal_mode == "sifa" else (blk.conv_t, blk.sifa_norm)
             assert used.weight.grad is not None
-            assert unused.weight.grad is None  # released layout: kept for strict loading, never used
+            assert unused is None  # the released blocks also held this one, never used: not built here
+    assert all(p.grad is not None for p in model.parameters())  # DDP needs no find_unused_parameters
 
 
 def test_temporal_path_is_active_once_trained():
@@ -116,8 +129,10 @@ def test_temporal_path_is_active_once_trained():
     with torch.no_grad():
         for stage in model.layers:
             for blk in stage.blocks:
-                blk.sifa_norm.weight.fill_(1.0)
-                blk.conv_t.weight.normal_(0, 0.1)
+                if blk.sifa_norm is not None:
+                    blk.sifa_norm.weight.fill_(1.0)
+                if blk.conv_t is not None:
+                    blk.conv_t.weight.normal_(0, 0.1)
     assert not torch.allclose(model(x), before, atol=1e-4)
 
 

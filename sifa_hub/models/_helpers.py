@@ -121,7 +121,7 @@ def check_output_fmt(model: nn.Module, output_fmt: object) -> None:
     if output_fmt != "NCTHW":
         raise ValueError(
             f"{type(model).__name__}.forward_intermediates: output_fmt={output_fmt!r} is not available for a video "
-            "model; pass output_fmt='NCTHW' (maps (B, C, T, H, W)); per-frame image maps are "
+            "model; pass 'NCTHW' (output_fmt='NCTHW': maps (B, C, T, H, W)); per-frame image maps are "
             "m.transpose(1, 2).flatten(0, 1)"
         )
 

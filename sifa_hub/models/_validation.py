@@ -260,6 +260,10 @@ def validate_model_config(cfg: Any, source: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 def check_clip(x: Any, model: torch.nn.Module, weight: torch.Tensor) -> None:
     """Refuse a clip whose type, dtype or values a SIFA model cannot take, with a message that says what to do.
 
@@ -286,7 +290,7 @@ def check_clip(x: Any, model: torch.nn.Module, weight: torch.Tensor) -> None:
             f"{name} got a {x.dtype} clip but its weights are {weight.dtype}: pass x.to({weight.dtype}) "
             f"or convert the model with model.to({x.dtype})"
         )
-    if torch.compiler.is_compiling():
-        return  # a data-dependent check would break the graph (torch.compile / torch.export)
+    if _tracing() or x.device.type == "meta":
+        return  # a data-dependent check would break the graph (torch.compile / torch.export / jit tracing)
     if x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError("input clip contains NaN/Inf")

@@ -58,6 +58,7 @@ from ._helpers import (
     unwrap_state_dict,
 )
 from ._pretrained import imagenet_cfgs, pico_motion_cfg
+from ._validation import check_clip
 
 __all__ = ["SifaBottleneck", "SifaResNet", "checkpoint_filter_fn", "combine_heads", "dual_head_loss"]
 
@@ -370,7 +371,8 @@ class SifaResNet(nn.Module):
         self.fc: nn.Module = nn.Linear(inplanes, num_classes) if num_classes > 0 else nn.Identity()
         self.fc_dual: nn.Module = nn.Linear(inplanes, num_classes) if num_classes > 0 else nn.Identity()
 
-        self.init_weights(zero_init_last=zero_init_last)
+        self.zero_init_last = zero_init_last
+        self.init_weights()
 
     def _make_layer(
         self,
@@ -417,18 +419,33 @@ class SifaResNet(nn.Module):
         return nn.Sequential(*out)
 
     @torch.jit.ignore
-    def init_weights(self, zero_init_last: bool = True) -> None:
-        """Kaiming conv, BN 1/0, zero last BN per residual branch, zero SIFA offset convs."""
+    def init_weights(self, zero_init_last: bool | None = None) -> None:
+        """(Re-)initialise every tensor: the one definition of SIFA-Net's initialisation.
+
+        Convs kaiming-normal (fan_out), BN weight 1 / bias 0 / statistics 0, 1, classifiers PyTorch's default
+        ``nn.Linear`` init, then the zero paths: SIFA offset convs and (``zero_init_last``) the last BN of every
+        residual branch. Only ``torch.nn.init`` functions are used, so transformers' guard can skip tensors
+        loaded from a checkpoint (the hf adapter delegates its ``_init_weights`` here).
+
+        Args:
+            zero_init_last: zero the last BN per residual branch; ``None``: as the model was built.
+        """
+        zero_last = self.zero_init_last if zero_init_last is None else zero_init_last
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm3d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+                if m.running_mean is not None and m.running_var is not None:
+                    nn.init.zeros_(m.running_mean)
+                    nn.init.ones_(m.running_var)
+            elif isinstance(m, nn.Linear):
+                m.reset_parameters()
         for m in self.modules():
             if isinstance(m, SIFA) and m.conv_offset is not None:
                 nn.init.zeros_(m.conv_offset.weight)
-            if zero_init_last and isinstance(m, Bottleneck):
+            if zero_last and isinstance(m, Bottleneck):
                 m.zero_init_last()
 
     @torch.jit.ignore
@@ -471,10 +488,14 @@ class SifaResNet(nn.Module):
             setattr(self, name, head)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is a ``(B, C, T, H, W)`` clip this model can take."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 5:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{type(self).__name__} expects a clip (B, C, T, H, W), got {shape}")
+        """Raise ``TypeError``/``ValueError`` unless ``x`` is a ``(B, C, T, H, W)`` clip this model can take.
+
+        Checks the type and dtype (a float tensor of the weights' dtype: integer frames must be converted and
+        normalised first), finite values, then the layout, channels and clip length.
+        """
+        check_clip(x, self, self.conv1.weight)
+        if x.dim() != 5:
+            raise ValueError(f"{type(self).__name__} expects a clip (B, C, T, H, W), got {tuple(x.shape)}")
         b, c, t, h, w = x.shape
         if c != self.in_chans:
             if t == self.in_chans:
@@ -612,12 +633,21 @@ class SifaResNet(nn.Module):
             return torch.cat([a, b], dim=1)
         return combine_heads(self.fc(a), self.fc_dual(b))
 
+    def forward_head_logits(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw logits of both heads from :meth:`forward_features`' ``(main, dual)``: ``((B, N), (B, N))``.
+
+        :meth:`forward_head` combines them (:func:`combine_heads`); the hf adapter and the reference loss use them.
+        """
+        if self.num_classes == 0 or self.global_pool != "avg":
+            raise ValueError("the head logits need classifiers; this model was reset to num_classes=0")
+        a, b = self._pooled(features)
+        return self.fc(a), self.fc_dual(b)
+
     def forward_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw logits of both heads, ``((B, N), (B, N))``: main (layer4) and dual (layer4_dual)."""
         if self.num_classes == 0:
             raise ValueError("forward_heads needs classifiers; this model was reset to num_classes=0")
-        a, b = self._pooled(self.forward_features(x))
-        return self.fc(a), self.fc_dual(b)
+        return self.forward_head_logits(self.forward_features(x))
 
     def loss(
         self,

@@ -20,12 +20,15 @@ Architecture (reference mode = the released code):
 * Head: per tubelet average pool → dropout → Linear, then the mean of the logits over ``T'``.
 
 Parameters the released model holds but never uses: every official block owns both the temporal conv
-(``conv``) and the SIFA norm (``tda_norm``) but uses only one of them. We keep both in every block (as
-``conv_t`` and ``sifa_norm``) so that official checkpoints load strictly and the parameter counts equal the
-released ones (Swin-S 60,954,586, Swin-B 108,134,216, Swin-L 242,785,828 at 400 classes). The unused one gets
-no gradient: with ``DistributedDataParallel`` pass ``find_unused_parameters=True``, as the official training
-did. The fixed ``1/C`` correlation constants of the official code (``def_cor.weight``) are part of the operator
-(:func:`sifa_hub.ops.sifa_attention`), not parameters.
+(``conv``) and the SIFA norm (``tda_norm``) but uses only one of them. Each block here builds only the one it
+uses (``sifa_norm`` in SIFA blocks, ``conv_t`` in temporal-conv blocks), so every parameter gets a gradient
+(plain ``DistributedDataParallel`` works, optimisers hold no dead state). The official-checkpoint converter
+(:func:`checkpoint_filter_fn`) drops the never-used official tensors and logs how many. Parameter counts at 400
+classes are the official ones minus those tensors (:data:`NEVER_USED_OFFICIAL_TENSORS`, :data:`OFFICIAL_PARAMS`):
+Swin-S 60,954,586 − 35 tensors (7,665,984 values) = 53,288,602; Swin-B 108,134,216 − 35 (13,625,088) =
+94,509,128; Swin-L 242,785,828 − 35 (30,648,960) = 212,136,868 (most of it the unused ``3·C²`` temporal convs of
+the SIFA blocks). The fixed ``1/C`` correlation constants of the
+official code (``def_cor.weight``) are part of the operator (:func:`sifa_hub.ops.sifa_attention`), not parameters.
 
 ``c2d_swin_*`` twins (``use_sifa=False``) are the same tubelet-embedded frame-wise Swin without any temporal
 modelling (the official ``c2d_swin_vit_*`` baselines).
@@ -41,7 +44,7 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, resize_rel_pos_bias_table, to_2tuple, trunc_normal_
+from timm.layers import ClassifierHead, resize_rel_pos_bias_table, to_2tuple
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, WindowAttention
@@ -58,6 +61,7 @@ from ._helpers import (
     unwrap_state_dict,
 )
 from ._pretrained import imagenet_cfgs
+from ._validation import check_clip
 
 __all__ = ["SifaSwinTransformer", "SifaSwinBlock", "SifaSwinStage", "TubeletEmbed", "checkpoint_filter_fn"]
 
@@ -99,8 +103,8 @@ class SifaSwinBlock(SwinTransformerBlock):
 
     ``temporal_mode`` is ``"sifa"`` for blocks whose windows are not shifted (``x += LN_sifa(SIFA(x))``),
     ``"conv"`` for shifted ones (``x += conv_t(x)``, kernel 3 over T'), ``None`` without SIFA (C2D twin).
-    With ``use_sifa`` both ``sifa_norm`` and ``conv_t`` exist in every block (released layout, see the module
-    docstring); only the one of ``temporal_mode`` is used.
+    Only the module of ``temporal_mode`` is built (``sifa`` + ``sifa_norm``, or ``conv_t``); the released blocks
+    also held the other, never used (see the module docstring).
 
     Args:
         dim: channels C.
@@ -160,8 +164,9 @@ class SifaSwinBlock(SwinTransformerBlock):
             self.temporal_mode = "conv" if any(self.shift_size) else "sifa"
             if self.temporal_mode == "sifa":
                 self.sifa = SIFA(dim, kernel_size=sifa_kernel_size, learn_offsets=learn_offsets, backend=sifa_backend)
-            self.sifa_norm = norm_layer(dim)
-            self.conv_t = nn.Conv3d(dim, dim, kernel_size=(3, 1, 1), padding=(1, 0, 0), bias=False)
+                self.sifa_norm = norm_layer(dim)
+            else:
+                self.conv_t = nn.Conv3d(dim, dim, kernel_size=(3, 1, 1), padding=(1, 0, 0), bias=False)
             self.reset_temporal_parameters()
 
     def reset_temporal_parameters(self) -> None:
@@ -176,6 +181,8 @@ class SifaSwinBlock(SwinTransformerBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T', H, W, C)`` → ``(B, T', H, W, C)``."""
+        if x.numel() == 0:
+            return x  # empty batch: nothing to mix (timm's window attention cannot reshape 0 elements)
         B, T, H, W, C = x.shape
         x = x.reshape(B * T, H, W, C)
         x = x + self.drop_path1(self._attn(self.norm1(x)))  # (B·T', H, W, C)
@@ -368,14 +375,35 @@ class SifaSwinTransformer(nn.Module):
         self.layers = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.apply(self._init_weights)
+        self.init_weights()
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+    @torch.jit.ignore
+    def init_weights(self) -> None:
+        """(Re-)initialise every tensor: the one definition of the SIFA-Transformer's initialisation.
+
+        Linear layers truncated normal (std 0.02, bias 0), LayerNorms 1 / 0, convs PyTorch's default, relative
+        position tables truncated normal (std 0.02) and their index / mask buffers rebuilt, then the temporal path
+        at zero (:meth:`SifaSwinBlock.reset_temporal_parameters`). Only ``torch.nn.init`` functions are used, so
+        transformers' guard can skip tensors loaded from a checkpoint (the hf adapter delegates here).
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                m.reset_parameters()
+            elif isinstance(m, WindowAttention):
+                nn.init.trunc_normal_(m.relative_position_bias_table, std=0.02)
+            init_buffers = getattr(m, "init_non_persistent_buffers", None)
+            if callable(init_buffers):  # timm's attention index / mask buffers
+                init_buffers()
+        for m in self.modules():
+            if isinstance(m, SifaSwinBlock):
+                m.reset_temporal_parameters()
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -406,9 +434,12 @@ class SifaSwinTransformer(nn.Module):
             self.global_pool = global_pool
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``TypeError``/``ValueError`` naming the problem if ``x`` is not a ``(B, C, T, H, W)`` clip."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{type(self).__name__} expects a torch.Tensor clip, got {type(x).__name__}")
+        """Raise ``TypeError``/``ValueError`` naming the problem if ``x`` is not a ``(B, C, T, H, W)`` clip.
+
+        Checks the type and dtype (a float tensor of the weights' dtype: integer frames must be converted and
+        normalised first), finite values, then the layout, channels, clip length and frame size.
+        """
+        check_clip(x, self, self.patch_embed.proj.weight)
         if x.dim() != 5:
             raise ValueError(
                 f"{type(self).__name__} expects a clip of shape (B, C, T, H, W), got a {x.dim()}-D tensor "
@@ -526,6 +557,26 @@ class SifaSwinTransformer(nn.Module):
 
 _OFFICIAL_CONSTANTS = ("relative_position_index", "attn_mask", "def_cor.weight")
 _TEMPORAL_KEYS = (".sifa_norm.", ".conv_t.")
+_BLOCK_TEMPORAL = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(sifa_norm|conv_t)\.")
+# The released blocks hold both temporal modules and use one: tensors the converter drops (35 in S/B/L at 224 px:
+# 13 SIFA blocks with an unused conv, 11 temporal-conv blocks with an unused norm weight and bias) and the
+# official trainable parameter counts at 400 classes (ours = official minus the dropped tensors' values).
+NEVER_USED_OFFICIAL_TENSORS = {"small": 35, "base": 35, "large": 35}
+OFFICIAL_PARAMS = {"small": 60_954_586, "base": 108_134_216, "large": 242_785_828}
+PARAMS = {"small": 53_288_602, "base": 94_509_128, "large": 212_136_868}  # ours: official minus the never-used
+
+
+def _never_used(key: str, model: SifaSwinTransformer) -> bool:
+    """Whether ``key`` (converted name) is a released temporal tensor that ``model``'s block does not use."""
+    m = _BLOCK_TEMPORAL.match(key)
+    if m is None or int(m.group(1)) >= len(model.layers):
+        return False
+    stage = model.layers[int(m.group(1))]
+    if not isinstance(stage, SifaSwinStage) or int(m.group(2)) >= len(stage.blocks):
+        return False
+    block = stage.blocks[int(m.group(2))]
+    mode = getattr(block, "temporal_mode", None)
+    return (mode == "sifa" and m.group(3) == "conv_t") or (mode == "conv" and m.group(3) == "sifa_norm")
 _CLASSIFIER_KEYS = ("head.fc.weight", "head.fc.bias")
 
 
@@ -539,7 +590,9 @@ def checkpoint_filter_fn(
     * this module's own state dicts (pass through);
     * official SIFA-Transformer / C2D-Swin checkpoints (``.pth``, optional ``module.`` prefix): patch merging
       moves from the end of stage i to the start of stage i+1, ``fc`` → ``head.fc``, ``tda_norm`` →
-      ``sifa_norm``, ``conv.weight (C, C, 1, 3)`` → ``conv_t.weight (C, C, 3, 1, 1)``; the fixed ``def_cor``
+      ``sifa_norm``, ``conv.weight (C, C, 1, 3)`` → ``conv_t.weight (C, C, 3, 1, 1)``; each block's never-used
+      temporal module (``conv`` of a SIFA block, ``tda_norm`` of a temporal-conv block) is dropped (logged with
+      the count, :data:`NEVER_USED_OFFICIAL_TENSORS`); the fixed ``def_cor``
       (1/C) tensors and the ``relative_position_index`` / ``attn_mask`` buffers are dropped;
     * 2D ImageNet Swin weights (timm ``swin_*_patch4_window7_224`` or Microsoft's originals): the patch
       embedding ``(D, C, P, P)`` is inflated to ``(D, C, E, P, P)`` with the 2D kernel at ``E // 2`` and zeros
@@ -581,6 +634,7 @@ def checkpoint_filter_fn(
             assert isinstance(attn, WindowAttention)
             v = resize_rel_pos_bias_table(v, new_window_size=attn.window_size, new_bias_shape=own[k].shape)
         out[k] = v
+    _drop_never_used(out, model, source)
 
     patch_norm_keys = [k for k in out if k.startswith("patch_embed.norm.") and k not in own]
     if patch_norm_keys:
@@ -613,6 +667,20 @@ def checkpoint_filter_fn(
 
     check_state_dict(model, out, source=f"{source} (after conversion)")
     return out
+
+
+def _drop_never_used(out: dict[str, torch.Tensor], model: SifaSwinTransformer, source: str) -> None:
+    """Drop (in place) the released blocks' temporal tensors that ``model``'s blocks do not build, and say so."""
+    unused = [k for k in out if _never_used(k, model)]
+    for k in unused:
+        del out[k]
+    if unused:
+        _logger.info(
+            "%s: dropped %d never-used tensors of the released layout (the temporal conv of SIFA blocks, the SIFA "
+            "norm of temporal-conv blocks)",
+            source,
+            len(unused),
+        )
 
 
 def _create_sifa_swin(variant: str, pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
