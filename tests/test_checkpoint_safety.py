@@ -156,8 +156,8 @@ def test_safe_torch_files_and_containers_load(tmp_path: Path) -> None:
 
 
 def test_no_weights_is_a_clear_error() -> None:
-    with pytest.raises(RuntimeError, match="no pretrained weights exist for sifa_resnet_pico"):
-        timm.create_model("sifa_resnet_pico", pretrained=True)
+    with pytest.raises(RuntimeError, match="no pretrained weights exist for c2d_resnet_pico"):
+        timm.create_model("c2d_resnet_pico", pretrained=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
