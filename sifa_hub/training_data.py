@@ -203,13 +203,12 @@ def _transforms(
     """Training transform (random crop of a ``img_size / crop_pct`` short side) and evaluation transform."""
     from . import data as D
 
-    short_side = max(spec.img_size, round(spec.img_size / crop_pct))
     train_tf = D.build_transform(
-        train=True, size=spec.img_size, short_side=short_side, mean=mean, std=std, flip=spec.hflip
+        train=True, size=spec.img_size, crop_pct=crop_pct, mean=mean, std=std, flip=spec.hflip
     )
     val_tf: Callable[[torch.Tensor], torch.Tensor]
-    if spec.eval_crops == 1:
-        val_tf = D.build_transform(train=False, size=spec.img_size, short_side=short_side, mean=mean, std=std)
+    if spec.eval_crops == 1:  # the clip pipeline's rule (floor(crop / crop_pct)): predict's pixels
+        val_tf = D.build_transform(train=False, size=spec.img_size, crop_pct=crop_pct, mean=mean, std=std)
     else:
         val_tf = MultiCropTransform(spec.img_size, spec.eval_crops, mean=mean, std=std)
     return train_tf, val_tf

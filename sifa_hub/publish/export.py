@@ -23,7 +23,6 @@ previous export interrupted between its two renames is restored first.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -189,21 +188,14 @@ def check_export_target(out_dir: str | os.PathLike[str]) -> str:
 # Files
 
 
-def _scale_size(crop: int, crop_pct: float) -> int:
-    """Short side before the centre crop: ``floor(crop / crop_pct)``, the clip pipeline's (and timm's) rule.
-
-    The same formula as ``sifa_hub.data.pipeline.scale_size``, which the processor's resize must match.
-    """
-    return int(math.floor(crop / crop_pct))
-
-
 def _video_processor(config: Any, crop_pct: float) -> Any:
+    from ..data.pipeline import scale_size
     from ..hf.video_processing_sifa import SifaVideoProcessor
 
     height, width = config.frame_size
     return SifaVideoProcessor(
         num_frames=config.num_frames,
-        size={"shortest_edge": _scale_size(min(height, width), crop_pct)},
+        size={"shortest_edge": scale_size(min(height, width), crop_pct)},
         crop_size={"height": height, "width": width},
         image_mean=list(config.image_mean),
         image_std=list(config.image_std),
