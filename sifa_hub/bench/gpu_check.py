@@ -204,7 +204,7 @@ def _model_results(name: str, plan: CheckPlan) -> tuple[list[Result], int]:
     torch.manual_seed(0)
     model = spec_for(name).build(NUM_CLASSES)
     perturb_offset_convs(model)
-    model = model.to(plan.device, memory_format=torch.channels_last_3d)
+    model = model.to(plan.device).to(memory_format=torch.channels_last_3d)
     gen = torch.Generator().manual_seed(0)
     clip = torch.randn(plan.model_batch, 3, plan.frames, plan.size, plan.size, generator=gen)
     clip = clip.to(plan.device).contiguous(memory_format=torch.channels_last_3d)
