@@ -11,6 +11,7 @@ a device check (correctness + speed of the operator and the models on a GPU).
 FLOPs come from :mod:`sifa_hub.utils.flops`. The command-line parsers live in :mod:`sifa_hub.cli`.
 """
 
+from .gpu_check import run_gpu_check
 from .measure import ModelInfo, Result, peak_memory, profile_call, profile_sifa_share
 from .op import run_op
 from .report import format_report, load_run, render_models, write_report
@@ -50,6 +51,7 @@ __all__ = [
     "profile_sifa_share",
     "render_models",
     "run_benchmarks",
+    "run_gpu_check",
     "run_models",
     "run_op",
     "spec_for",

@@ -83,6 +83,10 @@ def op_methods(channels: int, device: torch.device) -> dict[str, Method]:
     }
 
 
+def _forward_backward(op: Method, x: torch.Tensor, off: torch.Tensor) -> None:
+    op(x, off).sum().backward()
+
+
 def time_methods(
     methods: dict[str, Method],
     x: torch.Tensor,
@@ -111,7 +115,7 @@ def time_methods(
             if name == "copy":
                 continue
             xg, og = a.detach().clone().requires_grad_(), off.clone().requires_grad_()
-            timed(f"{name}/fwdbwd", lambda op=op, xg=xg, og=og: op(xg, og).sum().backward())
+            timed(f"{name}/fwdbwd", functools.partial(_forward_backward, op, xg, og))
     return {k: statistics.median(v[warmup:]) for k, v in times.items()}
 
 

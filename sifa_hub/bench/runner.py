@@ -351,4 +351,7 @@ def run_models(
             atomic_write_json(json_path, json_ready(run), indent=1)
         return report
 
-    return save(run_benchmarks(config, specs, log, on_model_done=save), final=True)
+    def save_partial(run: dict[str, Any]) -> None:
+        save(run)
+
+    return save(run_benchmarks(config, specs, log, on_model_done=save_partial), final=True)
