@@ -6,12 +6,21 @@ Both model families (SIFA-Net and SIFA-Transformer) use this module; it returns 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
-from .ops import sifa_attention
+from .ops import BACKENDS, sifa_attention
 
-__all__ = ["SIFA", "offset_input"]
+__all__ = ["SIFA", "offset_input", "use_sifa_backend"]
+
+_TRACE_REFUSED = (
+    "SIFA: torch.jit.trace (and the TorchScript ONNX exporter, torch.onnx.export(dynamo=False)) is not supported: "
+    "it records a graph that is silently wrong by ~3e-3; use torch.export.export or torch.onnx.export(dynamo=True) "
+    "(sifa_hub.deploy.export_program / export_onnx)"
+)
 
 
 def offset_input(x: torch.Tensor) -> torch.Tensor:
@@ -82,6 +91,8 @@ class SIFA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T, H, W)`` → ``(B, C, T, H, W)``: frame t attends to frame t+1; the last frame is zero."""
+        if torch.jit.is_tracing():
+            raise RuntimeError(_TRACE_REFUSED)
         if x.dim() != 5 or x.shape[1] != self.channels:
             raise ValueError(f"SIFA expects (B, C={self.channels}, T, H, W) features, got shape {tuple(x.shape)}")
         # Inference shortcut: an all-zero offset conv (fresh init) predicts zero offsets, so skip it and let the
@@ -110,3 +121,32 @@ class SIFA(nn.Module):
             f"{self.channels}, kernel_size={self.kernel_size}, dilation={self.dilation}, groups={self.groups}, "
             f"learn_offsets={self.learn_offsets}, normalize={self.normalize}"
         )
+
+
+@contextlib.contextmanager
+def use_sifa_backend(model: nn.Module, backend: str) -> Iterator[nn.Module]:
+    """Run every :class:`SIFA` module of ``model`` with the operator ``backend`` for the duration.
+
+    The fused kernels are torch custom ops that exporters cannot translate (ONNX) or that tie a program to
+    ``sifa_hub`` and one device (``torch.export``); ``use_sifa_backend(model, "torch")`` selects the exportable
+    pure-PyTorch path (standard ``grid_sample`` ops, same results), like transformers' ``disable_custom_kernels``.
+    The previous backends are restored on exit, also after an error.
+
+    Args:
+        model: any module; its SIFA modules are switched (a C2D model has none: nothing changes).
+        backend: one of :data:`sifa_hub.ops.BACKENDS`.
+
+    Yields:
+        ``model`` itself.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"use_sifa_backend: backend must be one of {BACKENDS}, got {backend!r}")
+    modules = [m for m in model.modules() if isinstance(m, SIFA)]
+    saved = [m.backend for m in modules]
+    for m in modules:
+        m.backend = backend
+    try:
+        yield model
+    finally:
+        for m, previous in zip(modules, saved):
+            m.backend = previous

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sifa_hub.layers import SIFA, offset_input
+from sifa_hub.layers import SIFA, offset_input, use_sifa_backend
 from sifa_hub.ops import sifa_attention
 
 
@@ -128,3 +128,23 @@ def test_empty_batch_and_maps(backend: str, shape: tuple) -> None:
     assert x.grad.shape == x.shape and not x.grad.any()
     with torch.no_grad():
         assert module(x).shape == x.shape
+
+
+def test_use_sifa_backend_switches_every_module_and_restores() -> None:
+    model = torch.nn.Sequential(SIFA(4, backend="cpu"), SIFA(4, backend="auto"), torch.nn.Identity())
+    with use_sifa_backend(model, "torch") as same:
+        assert same is model and [m.backend for m in model[:2]] == ["torch", "torch"]
+    assert [m.backend for m in model[:2]] == ["cpu", "auto"]
+    with pytest.raises(KeyError), use_sifa_backend(model, "reference"):
+        raise KeyError("boom")
+    assert [m.backend for m in model[:2]] == ["cpu", "auto"]
+    with pytest.raises(ValueError, match="backend must be one of"), use_sifa_backend(model, "onnx"):
+        pass
+    c2d = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 1))
+    with use_sifa_backend(c2d, "torch"):  # no SIFA module: nothing to switch
+        assert c2d(torch.randn(1, 3, 2, 4, 4)).shape == (1, 4, 2, 4, 4)
+
+
+def test_jit_trace_is_refused_with_the_alternatives() -> None:
+    with pytest.raises(RuntimeError, match=r"silently wrong .* torch\.export\.export"):
+        torch.jit.trace(SIFA(4), torch.randn(1, 4, 2, 5, 5))
