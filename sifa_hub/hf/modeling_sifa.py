@@ -33,11 +33,11 @@ classification loss.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-import timm
 import torch
 from timm.models.swin_transformer import WindowAttention
 from torch import nn
@@ -105,14 +105,29 @@ class SifaVideoClassifierOutput(ImageClassifierOutput):
     head_logits: tuple[torch.FloatTensor, torch.FloatTensor] | None = None
 
 
+def _entrypoints() -> dict[str, Callable[..., nn.Module]]:
+    """Variant name → its ``@register_model`` function in the model modules this adapter was built with.
+
+    Looked up here, not in timm's global registry: that may hold another copy of the same names (an installed
+    sifa_hub next to a remote-code folder, or two remote-code folders), and the adapter must build its own classes.
+    """
+    table: dict[str, Callable[..., nn.Module]] = {}
+    for family in (SifaResNet, SifaSwinTransformer):
+        module = sys.modules[family.__module__]
+        table.update((name, getattr(module, name)) for name in module.default_cfgs)
+    return table
+
+
 def _create_timm_model(config: SifaConfig, num_classes: int) -> TimmSifaModel:
-    """``timm.create_model(config.architecture, num_classes=..., **config.timm_kwargs())`` with clear errors."""
-    if not timm.is_model(config.architecture):
-        known = sorted(set(timm.list_models("sifa_*")) | set(timm.list_models("c2d_*")))
+    """The timm model of ``config.architecture`` (as ``timm.create_model(..., num_classes=...,
+    **config.timm_kwargs())``), with clear errors."""
+    entrypoints = _entrypoints()
+    if config.architecture not in entrypoints:
+        known = sorted(entrypoints)
         raise ValueError(f"unknown SIFA architecture {config.architecture!r}; registered variants: {known}")
     kwargs = config.timm_kwargs()
     try:
-        model = timm.create_model(config.architecture, pretrained=False, num_classes=num_classes, **kwargs)
+        model = entrypoints[config.architecture](pretrained=False, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as e:
         raise type(e)(f"cannot build {config.architecture} from the config (create_model kwargs {kwargs}): {e}") from e
     if not isinstance(model, (SifaResNet, SifaSwinTransformer)):
