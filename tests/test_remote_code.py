@@ -165,3 +165,85 @@ def test_remote_code_loads_without_sifa_hub(tmp_path):
         torch.testing.assert_close(torch.tensor(out["video_logits"]), expected_video, rtol=1e-4, atol=1e-5)
         if i == 0:
             assert [r["label"] for r in out["top"]] == [labels[k] for k in expected_video[0].topk(2).indices]
+
+
+# two remote-code folders in one process without sifa_hub: each bundles (and registers) every variant
+TWO_FOLDERS = textwrap.dedent(
+    """
+    import json, sys, warnings
+    from importlib.abc import MetaPathFinder
+
+    class HideSifaHub(MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "sifa_hub" or name.startswith("sifa_hub."):
+                raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)")
+            return None
+
+    sys.meta_path.insert(0, HideSifaHub())
+    import timm, torch
+    from transformers import AutoModelForVideoClassification
+
+    clip_path, out_path, *model_dirs = sys.argv[1:]
+    results = {"models": []}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for model_dir in model_dirs:
+            model = AutoModelForVideoClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
+            with torch.no_grad():
+                logits = model(torch.load(clip_path)).logits
+            results["models"].append({
+                "wrapper": type(model).__module__, "timm": type(model.timm_model).__module__,
+                "logits": logits.tolist(),
+            })
+    results["warnings"] = [str(w.message) for w in caught]
+    results["registered"] = timm.models.model_entrypoint("c2d_resnet_pico").__module__
+    json.dump(results, open(out_path, "w"))
+    """
+)
+
+
+def test_two_remote_code_folders_do_not_overwrite_the_timm_registry(tmp_path):
+    """The second folder finds every variant registered by the first: no "Overwriting ... in registry" warning,
+    the first registration stays, and each folder builds its own timm classes."""
+    clip = torch.randn(1, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.save(clip, tmp_path / "clip.pt")
+    expected, dirs = [], []
+    for i, architecture in enumerate(("c2d_resnet_pico", "c2d_swin_pico")):
+        config = SifaConfig(architecture=architecture, num_frames=8, image_size=32, num_labels=3)
+        model = SifaForVideoClassification(config).eval()
+        dirs.append(str(tmp_path / f"model{i}"))
+        export_for_remote_code(model, dirs[-1])
+        with torch.no_grad():
+            expected.append(model(clip).logits)
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    env.pop("PYTHONPATH", None)
+    out_path = tmp_path / "out.json"
+    run = subprocess.run(
+        [sys.executable, "-c", TWO_FOLDERS, str(tmp_path / "clip.pt"), str(out_path), *dirs],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = json.loads(out_path.read_text())
+    assert not [w for w in results["warnings"] if "overwriting" in w.lower()], results["warnings"]
+    first, second = (m["timm"] for m in results["models"])
+    assert first.startswith("transformers_modules.") and second.startswith("transformers_modules.")
+    assert first.rsplit(".", 1)[0] != second.rsplit(".", 1)[0]  # each folder's own classes
+    assert results["registered"] == first.rsplit(".", 1)[0] + ".sifa_resnet"  # the first registration stays
+    for out, logits in zip(results["models"], expected):
+        torch.testing.assert_close(torch.tensor(out["logits"]), logits, rtol=1e-4, atol=1e-5)
+
+
+def test_remote_code_files_are_written_with_normal_permissions(tmp_path):
+    model = SifaForVideoClassification(SifaConfig(architecture="c2d_resnet_pico", num_frames=8, image_size=32))
+    old = os.umask(0o022)
+    try:
+        written = export_for_remote_code(model, tmp_path / "out")
+    finally:
+        os.umask(old)
+    for name in [*written, "config.json"]:
+        assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o644, name
+    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]

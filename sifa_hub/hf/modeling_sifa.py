@@ -32,25 +32,21 @@ classification loss.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-import timm
 import torch
-from timm.models.swin_transformer import WindowAttention
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 from transformers.core_model_loading import PrefixChange
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
-from ..layers import SIFA
 from ..models._helpers import CheckpointMismatchError
-from ..models.sifa_resnet import Bottleneck, SifaResNet, combine_heads
-from ..models.sifa_swin import SifaSwinBlock, SifaSwinTransformer
+from ..models.sifa_resnet import SifaResNet, combine_heads
+from ..models.sifa_swin import SifaSwinTransformer
 from .configuration_sifa import SifaConfig
 
 __all__ = [
@@ -105,19 +101,39 @@ class SifaVideoClassifierOutput(ImageClassifierOutput):
     head_logits: tuple[torch.FloatTensor, torch.FloatTensor] | None = None
 
 
+def _entrypoints() -> dict[str, Callable[..., nn.Module]]:
+    """Variant name → its ``@register_model`` function in the model modules this adapter was built with.
+
+    Looked up here, not in timm's global registry: that may hold another copy of the same names (an installed
+    sifa_hub next to a remote-code folder, or two remote-code folders), and the adapter must build its own classes.
+    """
+    table: dict[str, Callable[..., nn.Module]] = {}
+    for family in (SifaResNet, SifaSwinTransformer):
+        module = sys.modules[family.__module__]
+        table.update((name, getattr(module, name)) for name in module.default_cfgs)
+    return table
+
+
 def _create_timm_model(config: SifaConfig, num_classes: int) -> TimmSifaModel:
-    """``timm.create_model(config.architecture, num_classes=..., **config.timm_kwargs())`` with clear errors."""
-    if not timm.is_model(config.architecture):
-        known = sorted(set(timm.list_models("sifa_*")) | set(timm.list_models("c2d_*")))
+    """The timm model of ``config.architecture`` (as ``timm.create_model(..., num_classes=...,
+    **config.timm_kwargs())``), with clear errors."""
+    entrypoints = _entrypoints()
+    if config.architecture not in entrypoints:
+        known = sorted(entrypoints)
         raise ValueError(f"unknown SIFA architecture {config.architecture!r}; registered variants: {known}")
     kwargs = config.timm_kwargs()
     try:
-        model = timm.create_model(config.architecture, pretrained=False, num_classes=num_classes, **kwargs)
+        model = entrypoints[config.architecture](pretrained=False, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as e:
         raise type(e)(f"cannot build {config.architecture} from the config (create_model kwargs {kwargs}): {e}") from e
     if not isinstance(model, (SifaResNet, SifaSwinTransformer)):
         raise TypeError(f"{config.architecture} is not a SIFA model (got {type(model).__name__})")
     return model
+
+
+def _named_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Parameters and buffers (non-persistent ones included) by name."""
+    return [*module.named_parameters(), *module.named_buffers()]
 
 
 def _mark_initialized(module: nn.Module) -> None:
@@ -160,56 +176,26 @@ class SifaPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Re-apply the timm models' initialisation to ``module`` (tensors loaded from a checkpoint are skipped).
+        """Initialise the tensors a checkpoint did not provide as the timm model itself does.
 
-        transformers calls this for tensors a checkpoint did not provide (``from_pretrained`` builds the model on
-        the meta device) and, on a fresh model, for nothing (``__init__`` flags timm's tensors as initialised).
-        Rules, as in ``sifa_hub/models``: SIFA-Net convs kaiming-normal (fan_out), Swin linears truncated normal
-        (std 0.02), other convs / linears PyTorch's default; norms 1/0 (BN statistics 0/1); then the zero-init
-        paths: SIFA offset convs, SIFA-Transformer temporal convs and ``LN_sifa``, SIFA-Net last BN per residual
-        branch; Swin's relative-position tables (trunc. normal 0.02) and index/mask buffers.
+        transformers calls this bottom-up for every module after ``from_pretrained`` (which builds the model on the
+        meta device); tensors loaded from the checkpoint carry ``_is_hf_initialized``. The timm model is the unit:
+        its missing tensors (a new classifier, zero-initialised temporal paths, BN statistics, Swin's
+        non-persistent index/mask buffers) are copied from a fresh ``_create_timm_model`` of the same config, so the
+        initialisation rules live only in ``sifa_hub/models``. A fresh model (``__init__``) has nothing to do.
         """
-        swin = self.config.family == "swin"
-        init_buffers = getattr(module, "init_non_persistent_buffers", None)  # timm Swin: attention index, masks
-        if callable(init_buffers):
-            init_buffers()
-        if isinstance(module, WindowAttention):
-            init.trunc_normal_(module.relative_position_bias_table, std=0.02)
-        if isinstance(module, (nn.Conv3d, nn.Conv2d)):
-            if swin:
-                _default_init(module)
-            else:
-                init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            if swin:
-                init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    init.zeros_(module.bias)
-            else:
-                _default_init(module)
-        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm3d, nn.BatchNorm2d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            if isinstance(module, (nn.BatchNorm3d, nn.BatchNorm2d)):
-                for stat, fill in ((module.running_mean, init.zeros_), (module.running_var, init.ones_)):
-                    if stat is not None:
-                        fill(stat)
-                if module.num_batches_tracked is not None:
-                    init.zeros_(module.num_batches_tracked)
-        # zero-initialised paths (after the generic rules: transformers visits children before parents)
-        if isinstance(module, SIFA) and module.conv_offset is not None:
-            init.zeros_(module.conv_offset.weight)
-        if isinstance(module, SifaSwinBlock):  # SIFA-Transformer block: LN_sifa, conv_t, offsets
-            module.reset_temporal_parameters()
-        zero_init_last = (self.config.model_args or {}).get("zero_init_last", True)
-        if isinstance(module, Bottleneck) and zero_init_last:
-            module.zero_init_last()  # SIFA-Net bottleneck: last BN of the residual branch
+        if module is not self.timm_model:
+            return
+        missing = [(n, t) for n, t in _named_tensors(module) if not getattr(t, "_is_hf_initialized", False)]
+        if not missing:
+            return
+        fresh = dict(_named_tensors(_create_timm_model(self.config, module.num_classes)))
+        for name, tensor in missing:
+            tensor.copy_(fresh[name])
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
-        # transformers skips a module whose own tensors are all initialised, which would skip the parent-level
-        # zero-init rules above (blocks own no tensors); every init call here is guarded per tensor instead
+        # transformers' own version skips a module whose direct tensors are all loaded (remote code), which would
+        # skip the timm model: it owns no direct tensor
         if getattr(module, "_is_hf_initialized", False):
             return
         self._init_weights(module)
@@ -336,15 +322,6 @@ class SifaPreTrainedModel(PreTrainedModel):
         indices = list(output_hidden_states) if isinstance(output_hidden_states, (list, tuple)) else None
         features, intermediates = self.timm_model.forward_intermediates(x, indices=indices)
         return features, tuple(intermediates)
-
-
-def _default_init(module: nn.Conv2d | nn.Conv3d | nn.Linear) -> None:
-    """PyTorch's default init of a conv / linear layer, with transformers' guarded init functions."""
-    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-    if module.bias is not None:
-        fan_in = module.weight[0].numel()
-        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-        init.uniform_(module.bias, -bound, bound)
 
 
 class SifaModel(SifaPreTrainedModel):
