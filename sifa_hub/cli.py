@@ -434,10 +434,10 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=34, width=119)
 
 
-def _sub(sub: Any, name: str, help: str, description: str, examples: Sequence[str] = ()) -> argparse.ArgumentParser:
+def _sub(sub: Any, name: str, summary: str, description: str, examples: Sequence[str] = ()) -> argparse.ArgumentParser:
     """A sub-command parser with the shared options (``--debug``) and an ``examples:`` epilog."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
-    p = sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=_formatter)
+    p = sub.add_parser(name, help=summary, description=description, epilog=epilog, formatter_class=_formatter)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
     return p
 
@@ -712,7 +712,11 @@ def _add_build_kernels(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``sifa-hub`` argument parser with every sub-command."""
+    """The ``sifa-hub`` argument parser with every sub-command.
+
+    A bad command line raises :class:`UsageError` (one line, the command's name first) instead of exiting;
+    ``--help`` and ``--version`` print and exit 0 as usual. Each sub-command stores its handler as ``func``.
+    """
     from . import __version__
 
     parser = _Parser(
