@@ -65,14 +65,15 @@ def test_help_of_every_command(capsys):
         assert exc.value.code == 0
         text = capsys.readouterr().out
         assert "examples:" in text and "--debug" in text, cmd
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("sifa-hub ")
     assert "torchrun --nnodes 2" in build_parser()._subparsers._group_actions[0].choices["train"].format_help()
 
 
 def test_python_dash_m_sifa_hub(tmp_path):
     # the package runs as a module (no import cycle: demo does not import cli), with the console script's codes
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-m", "sifa_hub", "--version"], capture_output=True, text=True, env=env)
-    assert run.returncode == 0 and run.stdout.startswith("sifa-hub ")
     missing = str(tmp_path / "missing.mp4")
     argv = [sys.executable, "-m", "sifa_hub", "predict", missing, "--model", "sifa_resnet_pico"]
     run = subprocess.run(argv, capture_output=True, text=True, env=env)
