@@ -115,7 +115,8 @@ def _describe(error: BaseException) -> str:
         video_errors = ()
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         return f"{error.filename}: {error.strerror}"
-    known = (CommandError, ValueError, OSError, safetensors.SafetensorError, *video_errors)
+    known: tuple[type[BaseException], ...] = (CommandError, ValueError, OSError, safetensors.SafetensorError)
+    known += video_errors
     if isinstance(error, known) and str(error):
         return str(error)
     unsafe = _unsafe_pickle(error)
@@ -349,9 +350,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.card_only:
         print(write_model_card(args.model, args.card_only, repo_id=args.repo_id, **common))
         return 0
-    if args.formats is not None:
-        common["formats"] = tuple(args.formats)
-    print(export_model(args.model, args.out, repo_id=args.repo_id, verify=not args.no_verify, **common))
+    verify = not args.no_verify
+    print(export_model(args.model, args.out, repo_id=args.repo_id, verify=verify, formats=args.formats, **common))
     return 0
 
 
@@ -434,10 +434,10 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=34, width=119)
 
 
-def _sub(sub: Any, name: str, help: str, description: str, examples: Sequence[str] = ()) -> argparse.ArgumentParser:
+def _sub(sub: Any, name: str, summary: str, description: str, examples: Sequence[str] = ()) -> argparse.ArgumentParser:
     """A sub-command parser with the shared options (``--debug``) and an ``examples:`` epilog."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
-    p = sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=_formatter)
+    p = sub.add_parser(name, help=summary, description=description, epilog=epilog, formatter_class=_formatter)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
     return p
 
@@ -590,7 +590,9 @@ def _add_export(sub: Any) -> None:
     p.add_argument("--license", default="apache-2.0", help="license id for the card (default: apache-2.0)")
     p.add_argument("--dataset", action="append", dest="datasets", metavar="HUB_ID", help="training set (repeatable)")
     p.add_argument("--weights-description", metavar="TEXT", help="how the weights were obtained (one line)")
-    p.add_argument("--formats", type=_csv(str), help="comma-separated: safetensors (default), onnx")
+    p.add_argument(
+        "--formats", type=_csv(str), default=["safetensors"], help="comma-separated: safetensors (default), onnx"
+    )
     p.add_argument("--no-verify", action="store_true", help="skip reloading the export with timm")
     p.set_defaults(func=_cmd_export)
 
@@ -712,7 +714,11 @@ def _add_build_kernels(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``sifa-hub`` argument parser with every sub-command."""
+    """The ``sifa-hub`` argument parser with every sub-command.
+
+    A bad command line raises :class:`UsageError` (one line, the command's name first) instead of exiting;
+    ``--help`` and ``--version`` print and exit 0 as usual. Each sub-command stores its handler as ``func``.
+    """
     from . import __version__
 
     parser = _Parser(

@@ -65,14 +65,15 @@ def test_help_of_every_command(capsys):
         assert exc.value.code == 0
         text = capsys.readouterr().out
         assert "examples:" in text and "--debug" in text, cmd
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("sifa-hub ")
     assert "torchrun --nnodes 2" in build_parser()._subparsers._group_actions[0].choices["train"].format_help()
 
 
 def test_python_dash_m_sifa_hub(tmp_path):
     # the package runs as a module (no import cycle: demo does not import cli), with the console script's codes
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-m", "sifa_hub", "--version"], capture_output=True, text=True, env=env)
-    assert run.returncode == 0 and run.stdout.startswith("sifa-hub ")
     missing = str(tmp_path / "missing.mp4")
     argv = [sys.executable, "-m", "sifa_hub", "predict", missing, "--model", "sifa_resnet_pico"]
     run = subprocess.run(argv, capture_output=True, text=True, env=env)
@@ -226,3 +227,21 @@ def test_build_kernels(monkeypatch, capsys):
     capsys.readouterr()
     assert main(["build-kernels", "--require", "cpu,triton"]) == 1
     assert capsys.readouterr().err.strip().endswith("required kernels unavailable: triton")
+
+
+def test_bench_models_runs_through_the_cli(capsys):
+    # the real benchmark at a tiny size: the parser's options reach run_models under its own names
+    argv = ["bench", "models", "--models", "sifa_resnet_pico,c2d_resnet_pico", "--modes", "infer", "--frames", "8"]
+    argv += ["--size", "32", "--repeats", "1", "--batch-sizes", "1", "--dtypes", "fp32"]
+    argv += ["--reference", "c2d_resnet_pico"]
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    assert "sifa_resnet_pico" in report and "c2d_resnet_pico" in report and "infer b1 fp32" in report
+
+
+@pytest.mark.slow
+def test_build_kernels_builds_the_cpu_kernel(capsys):
+    # slow: the first build of the fused kernel takes about a minute (then it is cached)
+    assert main(["build-kernels", "--require", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("cpu: ") and not lines[0].startswith("cpu: unavailable")

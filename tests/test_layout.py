@@ -236,6 +236,14 @@ def test_the_parser_sees_the_package() -> None:
     assert ("sifa_hub", "sifa_hub.models") in pairs and ("sifa_hub.models.sifa_resnet", "sifa_hub.layers") in pairs
 
 
+def test_every_module_is_defined_once() -> None:
+    # `x.py` beside a package `x/` is dead code (the package wins the import) and hides the module from this test
+    parts = [p.relative_to(PACKAGE_DIR.parent).with_suffix("").parts for p in sorted(PACKAGE_DIR.rglob("*.py"))]
+    names = [".".join(p[:-1] if p[-1] == "__init__" else p) for p in parts]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    assert not twice, "defined both as a module and as a package: " + ", ".join(twice)
+
+
 def test_no_import_cycle() -> None:
     cycles = PACKAGE.cycles()
     report = [" <-> ".join(c) + "\n    " + "\n    ".join(PACKAGE.edges_in(c)) for c in cycles]
