@@ -17,6 +17,7 @@ from .modeling_sifa import (
     SifaPreTrainedModel,
     SifaVideoClassifierOutput,
 )
+from .pipeline_sifa import SifaVideoClassificationPipeline  # registers it for pipeline("video-classification")
 from .remote_code import export_for_remote_code, write_remote_code
 from .video_processing_sifa import SifaVideoProcessor
 
@@ -26,6 +27,7 @@ __all__ = [
     "SifaModel",
     "SifaModelOutput",
     "SifaPreTrainedModel",
+    "SifaVideoClassificationPipeline",
     "SifaVideoClassifierOutput",
     "SifaVideoProcessor",
     "export_for_remote_code",
