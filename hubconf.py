@@ -48,31 +48,41 @@ _DESCRIPTIONS = {
 }
 
 
+def _tags(name: str) -> list[str]:
+    return [m.split(".", 1)[1] for m in timm.list_models(name, pretrained=True) if "." in m]
+
+
 def _entrypoint(name: str) -> typing.Callable[..., nn.Module]:
     """A hub entrypoint delegating to ``timm.create_model(name, ...)``, documented from ``_DESCRIPTIONS``."""
 
     def entrypoint(
-        pretrained: bool = False, num_classes: int | None = None, num_frames: int | None = None, **kwargs: typing.Any
+        pretrained: bool = False,
+        num_classes: int | None = None,
+        num_frames: int | None = None,
+        tag: str | None = None,
+        **kwargs: typing.Any,
     ) -> nn.Module:
         if num_classes is not None:
             kwargs["num_classes"] = num_classes
         if num_frames is not None:
             kwargs["num_frames"] = num_frames
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        return timm.create_model(f"{name}.{tag}" if tag else name, pretrained=pretrained, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
     entrypoint.__doc__ = f"""{_DESCRIPTIONS[name]}
 
-    Returns ``timm.create_model("{name}", pretrained=pretrained, **kwargs)``; input clips are
-    ``(B, C, T, H, W)``.
+    Returns ``timm.create_model("{name}[.tag]", pretrained=pretrained, **kwargs)``; input clips are
+    ``(B, C, T, H, W)``. Weight tags: {", ".join(_tags(name)) or "none"}.
 
     Args:
-        pretrained: load weights: the variant's published checkpoint, or a local file given as
+        pretrained: load weights: the tag's (default: the first listed; ImageNet tags are initialisations
+            downloaded from timm's Hub repositories and inflated), or a local file given as
             ``pretrained_cfg_overlay=dict(file="weights.safetensors")`` (``.pth`` works too; official SIFA
             checkpoints and 2D ImageNet ResNet/Swin weights are converted on load).
         num_classes: classifier size (the variant's default when None; 0 removes the classifier).
         num_frames: nominal clip length (the variant's default when None).
+        tag: a weight tag (``timm.list_models("{name}", pretrained=True)``), e.g. the first above.
         **kwargs: any other constructor argument of the model (``early_stride``, ``drop_rate``, ...).
     """
     return entrypoint

@@ -164,3 +164,24 @@ def test_pico_motion_tag_loads_offline_and_classifies_motion(monkeypatch) -> Non
     with torch.no_grad():
         accuracy = (model(torch.stack(videos)).argmax(-1) == torch.tensor(labels)).float().mean().item()
     assert accuracy >= 0.9, f"sifa_resnet_pico.motion4: top-1 {accuracy:.2%} on fresh motion clips"
+
+
+def test_timm_torch_hub_and_transformers_reach_the_same_weights(hub_server: HubServer, tmp_path: Path) -> None:
+    from sifa_hub.hf import SifaForVideoClassification
+
+    _serve_2d(hub_server, tmp_path, "resnet50", "a1_in1k")
+    args = dict(num_frames=8, num_classes=1000)
+    # the seed makes the tensors a 2D network lacks (global-context fc1/fc2) start equal too
+    torch.manual_seed(1)
+    via_timm = timm.create_model("sifa_resnet50.a1_in1k", pretrained=True, **args).state_dict()
+    repo = str(Path(__file__).resolve().parents[1])
+    torch.manual_seed(1)
+    via_hub = torch.hub.load(repo, "sifa_resnet50", source="local", tag="a1_in1k", pretrained=True, **args)
+    torch.manual_seed(1)
+    via_hf = SifaForVideoClassification.from_pretrained("sifa_resnet50.a1_in1k", num_labels=1000, num_frames=8)
+    for state in (via_hub.state_dict(), via_hf.to_timm().state_dict()):
+        assert state.keys() == via_timm.keys()
+        assert all(torch.equal(state[k], via_timm[k]) for k in state)
+    # the shipped pico: its class names travel into the transformers config
+    pico = SifaForVideoClassification.from_pretrained("sifa_resnet_pico.motion4")
+    assert pico.config.id2label == {0: "left", 1: "right", 2: "up", 3: "down"}

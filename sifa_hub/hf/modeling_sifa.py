@@ -32,6 +32,7 @@ classification loss.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -112,6 +113,15 @@ def _entrypoints() -> dict[str, Callable[..., nn.Module]]:
         module = sys.modules[family.__module__]
         table.update((name, getattr(module, name)) for name in module.default_cfgs)
     return table
+
+
+def _is_weight_tag(name: Any) -> bool:
+    """Whether ``name`` is a registered SIFA weight tag (``sifa_resnet50.a1_in1k``) rather than a folder or Hub id."""
+    import timm
+
+    if not isinstance(name, str) or "/" in name or os.path.exists(name):
+        return False
+    return name.startswith(("sifa_", "c2d_")) and name in timm.list_models(name.split(".")[0], pretrained=True)
 
 
 def _create_timm_model(config: SifaConfig, num_classes: int) -> TimmSifaModel:
@@ -221,6 +231,8 @@ class SifaPreTrainedModel(PreTrainedModel):
         checkpoint loaded into :class:`SifaModel` (ignored). With ``ignore_mismatched_sizes=True`` mis-shaped
         tensors are re-initialised (e.g. a new ``num_labels``). Pass ``strict=False`` to only warn.
         """
+        if _is_weight_tag(pretrained_model_name_or_path):
+            return cls._from_weight_tag(pretrained_model_name_or_path, **kwargs)
         strict = kwargs.pop("strict", True)
         want_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
@@ -250,6 +262,27 @@ class SifaPreTrainedModel(PreTrainedModel):
             )
             raise CheckpointMismatchError("\n".join(lines))
         return (model, info) if want_info else model
+
+    @classmethod
+    def _from_weight_tag(
+        cls, name: str, num_labels: int | None = None, id2label: Mapping[int, str] | None = None, **kwargs: Any
+    ) -> Any:
+        """A registered weight tag (``sifa_resnet50.a1_in1k``): timm downloads and converts the weights (the same
+        path as ``timm.create_model(name, pretrained=True)``), wrapped without a copy. ``num_labels`` sets the
+        classifier size; other keyword arguments go to the timm constructor (``num_frames``, ``drop_path_rate``)."""
+        import timm
+
+        for flag in ("ignore_mismatched_sizes", "strict", "trust_remote_code"):
+            kwargs.pop(flag, None)
+        if id2label is not None:
+            num_labels = len(id2label) if num_labels is None else num_labels
+        if num_labels is not None:
+            kwargs["num_classes"] = num_labels
+        timm_model = timm.create_model(name, pretrained=True, **kwargs)
+        labels = [id2label[i] for i in range(len(id2label))] if id2label is not None else None
+        if labels is None and len(timm_model.pretrained_cfg.get("label_names") or ()) == timm_model.num_classes:
+            labels = list(timm_model.pretrained_cfg["label_names"])
+        return cls.from_timm(timm_model, labels=labels)
 
     def _classifier_names(self) -> tuple[str, ...]:
         names = getattr(self.timm_model, "pretrained_cfg", {}).get("classifier") or ()
