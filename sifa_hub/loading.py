@@ -242,11 +242,12 @@ def load_model(
                 from .models._validation import read_model_config
 
                 read_model_config(os.path.join(resolved.path or "", "config.json"))
-            model = _create(source, pretrained=pretrained or kind != "variant", **kwargs)
+            tagged = kind == "variant" and "." in source  # NAME.TAG names a weight set: load it
+            model = _create(source, pretrained=pretrained or tagged or kind != "variant", **kwargs)
             stored = None
             if kind == "variant":
                 description = f"`{source}`" + (
-                    " with its registered weights" if pretrained else ", randomly initialised"
+                    " with its registered weights" if pretrained or tagged else ", randomly initialised"
                 )
             else:
                 description = f"the weights of `{os.fspath(name_or_path)}`"

@@ -13,7 +13,7 @@ SIFA weights were ever released, so the tags here are of two kinds:
 
 from __future__ import annotations
 
-from importlib import resources
+import os
 from typing import Any
 
 __all__ = ["IMAGENET_TAGS", "imagenet_cfgs", "packaged_weights", "pico_motion_cfg"]
@@ -56,8 +56,9 @@ def imagenet_cfgs(variant: str, arch_2d: str, base: dict[str, Any]) -> dict[str,
 
 
 def packaged_weights(name: str) -> str:
-    """Path of a weight file shipped in ``sifa_hub/weights/`` (package data)."""
-    return str(resources.files("sifa_hub") / "weights" / name)
+    """Path of a weight file shipped in ``sifa_hub/weights/`` (package data; found beside this module's package, so
+    importing works where the package is bundled elsewhere, e.g. remote code)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", name)
 
 
 _MOTION4_LABELS = ("left", "right", "up", "down")

@@ -89,9 +89,22 @@ def _from_weights_file(
     return ExportSource(loaded.model, "imagenet-inflated", description, None)
 
 
+def _from_tag(name: str, *, num_classes: int | None, num_frames: int | None) -> ExportSource:
+    """A registered weight tag (``sifa_resnet50.a1_in1k``, ``sifa_resnet_pico.motion4``), loaded as timm does."""
+    loaded = load_model(name, num_classes=num_classes, num_frames=num_frames)
+    cfg = getattr(loaded.model, "pretrained_cfg", None) or {}
+    description = f"the `{name}` weight set: {cfg.get('description') or 'registered weights'}"
+    notes = " ".join(cfg.get("notes") or ())
+    if cfg.get("hf_hub_id"):  # ImageNet weights from timm's Hub repository, inflated: an initialisation
+        return ExportSource(loaded.model, "imagenet-inflated", f"{description}. {notes}".strip(), None)
+    return ExportSource(loaded.model, "export", f"{description}. {notes}".strip(), loaded.labels)
+
+
 def _from_source(source: str, *, num_classes: int | None, num_frames: int | None) -> ExportSource:
     """A training run / checkpoint, an exported folder or a Hub id, through :func:`sifa_hub.loading.load_model`."""
     resolved = resolve_source(source)
+    if resolved.kind == "variant" and "." in source:
+        return _from_tag(source, num_classes=num_classes, num_frames=num_frames)
     if resolved.kind == "variant":
         raise ValueError(
             f"{source!r} gives no weights: pass a model instance, a training checkpoint or exported directory, or an "
