@@ -72,8 +72,8 @@ def _entrypoint(name: str) -> typing.Callable[..., nn.Module]:
     entrypoint.__module__ = __name__
     entrypoint.__doc__ = f"""{_DESCRIPTIONS[name]}
 
-    Returns ``timm.create_model("{name}[.tag]", pretrained=pretrained, **kwargs)``; input clips are
-    ``(B, C, T, H, W)``. Weight tags: {", ".join(_tags(name)) or "none"}.
+    Returns ``timm.create_model("{name}", pretrained=pretrained, **kwargs)`` (``"{name}.<tag>"`` with ``tag``);
+    input clips are ``(B, C, T, H, W)``. Weight tags: {", ".join(_tags(name)) or "none"}.
 
     Args:
         pretrained: load weights: the tag's (default: the first listed; ImageNet tags are initialisations

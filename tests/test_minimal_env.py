@@ -79,7 +79,7 @@ def test_hub_load_and_forward_without_transformers_and_av(tmp_path: Path) -> Non
         """,
         tmp_path,
     )
-    assert out["shape"] == [2, 400] and out["finite"] and out["swin_shape"] == [1, 3]
+    assert out["shape"] == [2, 4] and out["finite"] and out["swin_shape"] == [1, 3]
     assert out["version"] and out["loaded"] == []
     assert out["hf_error"] and "transformers" in out["hf_error"]
 

@@ -6,6 +6,8 @@ without ``trust_remote_code``. ``import sifa_hub`` imports it whenever transform
 transformers >= 5.
 """
 
+import importlib.util
+
 from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, AutoVideoProcessor
 from transformers.models.auto.modeling_auto import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES
 
@@ -17,7 +19,6 @@ from .modeling_sifa import (
     SifaPreTrainedModel,
     SifaVideoClassifierOutput,
 )
-from .pipeline_sifa import SifaVideoClassificationPipeline  # registers it for pipeline("video-classification")
 from .remote_code import export_for_remote_code, write_remote_code
 from .video_processing_sifa import SifaVideoProcessor
 
@@ -27,7 +28,6 @@ __all__ = [
     "SifaModel",
     "SifaModelOutput",
     "SifaPreTrainedModel",
-    "SifaVideoClassificationPipeline",
     "SifaVideoClassifierOutput",
     "SifaVideoProcessor",
     "export_for_remote_code",
@@ -40,3 +40,16 @@ AutoModelForVideoClassification.register(SifaConfig, SifaForVideoClassification,
 AutoVideoProcessor.register(SifaConfig, SifaVideoProcessor, exist_ok=True)
 # the video-classification pipeline checks the model class against this table of names
 MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES.setdefault(SifaConfig.model_type, SifaForVideoClassification.__name__)
+
+
+def _av_installed() -> bool:
+    try:
+        return importlib.util.find_spec("av") is not None  # a probe: PyAV itself is not imported
+    except (ImportError, ValueError):
+        return False
+
+
+if _av_installed():  # the SIFA video-classification pipeline decodes with PyAV; importing it registers it
+    from .pipeline_sifa import SifaVideoClassificationPipeline  # noqa: F401
+
+    __all__.append("SifaVideoClassificationPipeline")
