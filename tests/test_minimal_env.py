@@ -1,7 +1,7 @@
 """A torch + timm environment: ``import sifa_hub`` and torch.hub work where transformers and PyAV cannot be imported.
 
-Each test runs a fresh interpreter whose import system refuses ``transformers`` and ``av`` (a ``sys.meta_path``
-blocker installed before anything else), as on a machine where only torch, torchvision, timm, safetensors and
+Each test runs a fresh interpreter whose import system refuses ``transformers`` and ``av`` (``None`` in
+``sys.modules`` set before anything else), as on a machine where only torch, torchvision, timm, safetensors and
 huggingface_hub are installed.
 """
 
@@ -16,20 +16,14 @@ from pathlib import Path
 
 REPO = str(Path(__file__).resolve().parents[1])
 
+# ``None`` in sys.modules is Python's own import block: ``import av`` raises ModuleNotFoundError and
+# ``importlib.util.find_spec("av")`` returns None, exactly as when the package is not installed
 BLOCKER = textwrap.dedent(
     """
     import sys
-    from importlib.abc import MetaPathFinder
 
-    BLOCKED = {blocked!r}
-
-    class Block(MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
-            return None
-
-    sys.meta_path.insert(0, Block())
+    for name in {blocked!r}:
+        sys.modules[name] = None
     """
 )
 
@@ -58,7 +52,9 @@ def test_hub_load_and_forward_without_transformers_and_av(tmp_path: Path) -> Non
         import torch
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no warning about the missing integration either
-            resnet = torch.hub.load({REPO!r}, "sifa_resnet_pico", source="local", sifa_backend="torch").eval()
+            resnet = torch.hub.load(
+                {REPO!r}, "sifa_resnet_pico", source="local", num_classes=5, sifa_backend="torch"
+            ).eval()
             swin = torch.hub.load(
                 {REPO!r}, "sifa_swin_pico", source="local", num_classes=3, sifa_backend="torch"
             ).eval()
@@ -74,12 +70,14 @@ def test_hub_load_and_forward_without_transformers_and_av(tmp_path: Path) -> Non
         print(json.dumps({{
             "shape": list(logits.shape), "finite": bool(torch.isfinite(logits).all()),
             "swin_shape": list(swin_logits.shape), "version": sifa_hub.__version__, "hf_error": hf_error,
-            "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("transformers", "av")),
+            "loaded": sorted(
+                m for m, v in sys.modules.items() if v is not None and m.split(".")[0] in ("transformers", "av")
+            ),
         }}))
         """,
         tmp_path,
     )
-    assert out["shape"] == [2, 4] and out["finite"] and out["swin_shape"] == [1, 3]
+    assert out["shape"] == [2, 5] and out["finite"] and out["swin_shape"] == [1, 3]
     assert out["version"] and out["loaded"] == []
     assert out["hf_error"] and "transformers" in out["hf_error"]
 
@@ -109,7 +107,7 @@ def test_import_registers_transformers_when_available_and_never_imports_av(tmp_p
         import sifa_hub
         from transformers import AutoConfig
         config = AutoConfig.for_model("sifa", architecture="sifa_resnet_pico", num_frames=8, image_size=32)
-        print(json.dumps({"config": type(config).__name__, "av": "av" in sys.modules}))
+        print(json.dumps({"config": type(config).__name__, "av": sys.modules.get("av") is not None}))
         """,
         tmp_path,
         blocked=("av",),
