@@ -278,10 +278,11 @@ class SifaPreTrainedModel(PreTrainedModel):
             num_labels = len(id2label) if num_labels is None else num_labels
         if num_labels is not None:
             kwargs["num_classes"] = num_labels
-        timm_model = timm.create_model(name, pretrained=True, **kwargs)
+        timm_model = cast(TimmSifaModel, timm.create_model(name, pretrained=True, **kwargs))
+        stored = cast(dict[str, Any], timm_model.pretrained_cfg).get("label_names") or ()
         labels = [id2label[i] for i in range(len(id2label))] if id2label is not None else None
-        if labels is None and len(timm_model.pretrained_cfg.get("label_names") or ()) == timm_model.num_classes:
-            labels = list(timm_model.pretrained_cfg["label_names"])
+        if labels is None and len(stored) == timm_model.num_classes:
+            labels = list(stored)
         return cls.from_timm(timm_model, labels=labels)
 
     def _classifier_names(self) -> tuple[str, ...]:

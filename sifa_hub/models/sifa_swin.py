@@ -717,7 +717,7 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
 
 # Weight tags (models/_pretrained.py): every Swin size has the ImageNet initialisations of timm's matching
 # swin_* repositories (ms_in1k and ms_in22k; large: ms_in22k); the first is the variant's default.
-_swin_cfgs: dict[str, dict[str, Any]] = {}
+_swin_cfgs: dict[str, Any] = {}
 for _prefix in ("sifa", "c2d"):
     for _size in ("tiny", "small", "base", "large"):
         _name = f"swin_{_size}_patch4_window7_224"
