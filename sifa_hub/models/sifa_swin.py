@@ -728,116 +728,85 @@ default_cfgs = generate_default_cfgs(_swin_cfgs)
 # Variants. Stochastic depth as in the official constructors (S 0.3, B/L 0.5; T 0.2 as Swin-T).
 # pico (CPU-sized): 8 frames -> T'=4 tubelets of 2 frames; 32 px / patch 2 -> 16x16 then 8x8 tokens with window 4, so
 # each stage holds one SIFA (unshifted) and one temporal-conv (shifted) block; also runs at 64 px (img_size=64).
+# Each C2D twin is its SIFA variant with ``use_sifa=False``: one table, used by both.
+_SWIN_ARGS: dict[str, dict[str, Any]] = {
+    "tiny": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24), "drop_path_rate": 0.2},
+    "small": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24), "drop_path_rate": 0.3},
+    "base": {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32), "drop_path_rate": 0.5},
+    "large": {"embed_dim": 192, "depths": (2, 2, 18, 2), "num_heads": (6, 12, 24, 48), "drop_path_rate": 0.5},
+    "pico": {
+        "embed_dim": 32,
+        "depths": (2, 2),
+        "num_heads": (2, 4),
+        "window_size": 4,
+        "patch_size": 2,
+        "early_stride": 2,
+        "num_frames": 8,
+        "drop_path_rate": 0.0,
+    },
+}
+
+
+def _swin(variant: str, size: str, pretrained: bool, kwargs: dict[str, Any]) -> SifaSwinTransformer:
+    model_args = dict(_SWIN_ARGS[size], use_sifa=variant.startswith("sifa_"))
+    return _create_sifa_swin(variant, pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def sifa_swin_tiny_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """SIFA-Transformer Swin-T (our addition), 16 frames, 224 px."""
-    model_args = {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24), "drop_path_rate": 0.2}
-    return _create_sifa_swin("sifa_swin_tiny_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+    return _swin("sifa_swin_tiny_patch4_window7_224", "tiny", pretrained, kwargs)
 
 
 @register_model
 def sifa_swin_small_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """SIFA-Transformer Swin-S (official ``c2d_sifa_swin_vit_s_p4_w7``), 16 frames, 224 px."""
-    model_args = {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24), "drop_path_rate": 0.3}
-    return _create_sifa_swin("sifa_swin_small_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+    return _swin("sifa_swin_small_patch4_window7_224", "small", pretrained, kwargs)
 
 
 @register_model
 def sifa_swin_base_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """SIFA-Transformer Swin-B (official ``c2d_sifa_swin_vit_b_p4_w7``), 16 frames, 224 px."""
-    model_args = {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32), "drop_path_rate": 0.5}
-    return _create_sifa_swin("sifa_swin_base_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+    return _swin("sifa_swin_base_patch4_window7_224", "base", pretrained, kwargs)
 
 
 @register_model
 def sifa_swin_large_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """SIFA-Transformer Swin-L (official ``c2d_sifa_swin_vit_l_p4_w7``), 16 frames, 224 px."""
-    model_args = {"embed_dim": 192, "depths": (2, 2, 18, 2), "num_heads": (6, 12, 24, 48), "drop_path_rate": 0.5}
-    return _create_sifa_swin("sifa_swin_large_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+    return _swin("sifa_swin_large_patch4_window7_224", "large", pretrained, kwargs)
 
 
 @register_model
 def sifa_swin_pico(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """CPU-sized SIFA-Transformer: D=32, depths (2, 2), 8-frame 32 px clips in 2x2x2 tubelets."""
-    model_args = {
-        "embed_dim": 32,
-        "depths": (2, 2),
-        "num_heads": (2, 4),
-        "window_size": 4,
-        "patch_size": 2,
-        "early_stride": 2,
-        "num_frames": 8,
-        "drop_path_rate": 0.0,
-    }
-    return _create_sifa_swin("sifa_swin_pico", pretrained, **dict(model_args, **kwargs))
+    return _swin("sifa_swin_pico", "pico", pretrained, kwargs)
 
 
 @register_model
 def c2d_swin_tiny_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """C2D Swin-T: the frame-wise twin of ``sifa_swin_tiny_patch4_window7_224``."""
-    model_args = {
-        "embed_dim": 96,
-        "depths": (2, 2, 6, 2),
-        "num_heads": (3, 6, 12, 24),
-        "drop_path_rate": 0.2,
-        "use_sifa": False,
-    }
-    return _create_sifa_swin("c2d_swin_tiny_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+    return _swin("c2d_swin_tiny_patch4_window7_224", "tiny", pretrained, kwargs)
 
 
 @register_model
 def c2d_swin_small_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """C2D Swin-S (official ``c2d_swin_vit_s_p4_w7``)."""
-    model_args = {
-        "embed_dim": 96,
-        "depths": (2, 2, 18, 2),
-        "num_heads": (3, 6, 12, 24),
-        "drop_path_rate": 0.3,
-        "use_sifa": False,
-    }
-    return _create_sifa_swin("c2d_swin_small_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+    return _swin("c2d_swin_small_patch4_window7_224", "small", pretrained, kwargs)
 
 
 @register_model
 def c2d_swin_base_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """C2D Swin-B (official ``c2d_swin_vit_b_p4_w7``)."""
-    model_args = {
-        "embed_dim": 128,
-        "depths": (2, 2, 18, 2),
-        "num_heads": (4, 8, 16, 32),
-        "drop_path_rate": 0.5,
-        "use_sifa": False,
-    }
-    return _create_sifa_swin("c2d_swin_base_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+    return _swin("c2d_swin_base_patch4_window7_224", "base", pretrained, kwargs)
 
 
 @register_model
 def c2d_swin_large_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """C2D Swin-L (official ``c2d_swin_vit_l_p4_w7``)."""
-    model_args = {
-        "embed_dim": 192,
-        "depths": (2, 2, 18, 2),
-        "num_heads": (6, 12, 24, 48),
-        "drop_path_rate": 0.5,
-        "use_sifa": False,
-    }
-    return _create_sifa_swin("c2d_swin_large_patch4_window7_224", pretrained, **dict(model_args, **kwargs))
+    return _swin("c2d_swin_large_patch4_window7_224", "large", pretrained, kwargs)
 
 
 @register_model
 def c2d_swin_pico(pretrained: bool = False, **kwargs: Any) -> SifaSwinTransformer:
     """C2D twin of ``sifa_swin_pico``."""
-    model_args = {
-        "embed_dim": 32,
-        "depths": (2, 2),
-        "num_heads": (2, 4),
-        "window_size": 4,
-        "patch_size": 2,
-        "early_stride": 2,
-        "num_frames": 8,
-        "drop_path_rate": 0.0,
-        "use_sifa": False,
-    }
-    return _create_sifa_swin("c2d_swin_pico", pretrained, **dict(model_args, **kwargs))
+    return _swin("c2d_swin_pico", "pico", pretrained, kwargs)
