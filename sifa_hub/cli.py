@@ -351,7 +351,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(write_model_card(args.model, args.card_only, repo_id=args.repo_id, **common))
         return 0
     verify = not args.no_verify
-    print(export_model(args.model, args.out, repo_id=args.repo_id, verify=verify, formats=args.formats, **common))
+    formats = tuple(dict.fromkeys(["safetensors", *args.formats]))  # --format onnx: model.onnx beside the weights
+    print(export_model(args.model, args.out, repo_id=args.repo_id, verify=verify, formats=formats, **common))
     return 0
 
 
@@ -591,7 +592,11 @@ def _add_export(sub: Any) -> None:
     p.add_argument("--dataset", action="append", dest="datasets", metavar="HUB_ID", help="training set (repeatable)")
     p.add_argument("--weights-description", metavar="TEXT", help="how the weights were obtained (one line)")
     p.add_argument(
-        "--formats", type=_csv(str), default=["safetensors"], help="comma-separated: safetensors (default), onnx"
+        "--formats",
+        "--format",
+        type=_csv(str),
+        default=["safetensors"],
+        help="comma-separated: safetensors (default), onnx (model.onnx beside it)",
     )
     p.add_argument("--no-verify", action="store_true", help="skip reloading the export with timm")
     p.set_defaults(func=_cmd_export)

@@ -1,4 +1,4 @@
-"""Reference SIFA operator: the spec (``SIFA_SPEC.md``) step by step, no shortcuts.
+"""Reference SIFA operator: the spec (``docs/SPEC.md``) step by step, no shortcuts.
 
 This is the test oracle for every other backend. It materialises all K² samples and is slow and
 memory hungry on purpose: each line maps to one line of the spec.
