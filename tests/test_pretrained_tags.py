@@ -31,13 +31,13 @@ from sifa_hub.models._pretrained import IMAGENET_TAGS
 ATOL = 1e-5
 
 
-def _serve_2d(hub: HubServer, tmp_path: Path, arch: str, tag: str) -> torch.nn.Module:
+def serve_2d(hub: HubServer, tmp_path: Path, arch: str, tag: str) -> torch.nn.Module:
     """Put a randomly initialised timm ``arch`` under ``timm/<arch>.<tag>``; return the 2D model (eval)."""
     hub.orgs.setdefault("timm", set()).add(hub.user)
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False).eval()
     folder = tmp_path / f"{arch}.{tag}"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps({"architecture": arch, "num_classes": model.num_classes}))
     api = HfApi()
@@ -66,7 +66,7 @@ def test_every_variant_lists_its_tags() -> None:
 
 
 def test_resnet_tag_downloads_once_inflates_and_matches_2d(hub_server: HubServer, tmp_path: Path) -> None:
-    net2d = _serve_2d(hub_server, tmp_path, "resnet50", "a1_in1k")
+    net2d = serve_2d(hub_server, tmp_path, "resnet50", "a1_in1k")
     repo = "timm/resnet50.a1_in1k"
     model = timm.create_model("c2d_resnet50.a1_in1k", pretrained=True, num_frames=8, num_classes=1000).eval()
     first = _downloads(hub_server, repo)
@@ -113,7 +113,7 @@ def test_resnet_tag_downloads_once_inflates_and_matches_2d(hub_server: HubServer
 
 
 def test_swin_tag_inflates_and_matches_2d(hub_server: HubServer, tmp_path: Path) -> None:
-    net2d = _serve_2d(hub_server, tmp_path, "swin_tiny_patch4_window7_224", "ms_in1k")
+    net2d = serve_2d(hub_server, tmp_path, "swin_tiny_patch4_window7_224", "ms_in1k")
     name = "sifa_swin_tiny_patch4_window7_224.ms_in1k"
     with pytest.warns(UserWarning, match="patch_norm=False"):  # the released design drops the 2D patch norm
         timm.create_model(name, pretrained=True, num_frames=4)
@@ -131,7 +131,7 @@ def test_swin_tag_inflates_and_matches_2d(hub_server: HubServer, tmp_path: Path)
 
 
 def test_offline_with_warm_cache_and_missing_repo(hub_server: HubServer, tmp_path: Path, monkeypatch) -> None:
-    _serve_2d(hub_server, tmp_path, "resnet50", "a1_in1k")
+    serve_2d(hub_server, tmp_path, "resnet50", "a1_in1k")
     warm = timm.create_model("c2d_resnet50.a1_in1k", pretrained=True, num_frames=8)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as hub_constants
@@ -169,7 +169,7 @@ def test_pico_motion_tag_loads_offline_and_classifies_motion(monkeypatch) -> Non
 def test_timm_torch_hub_and_transformers_reach_the_same_weights(hub_server: HubServer, tmp_path: Path) -> None:
     from sifa_hub.hf import SifaForVideoClassification
 
-    _serve_2d(hub_server, tmp_path, "resnet50", "a1_in1k")
+    serve_2d(hub_server, tmp_path, "resnet50", "a1_in1k")
     args = dict(num_frames=8, num_classes=1000)
     # the seed makes the tensors a 2D network lacks (global-context fc1/fc2) start equal too
     torch.manual_seed(1)

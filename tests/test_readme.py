@@ -31,10 +31,25 @@ def test_readme_has_the_three_library_sections() -> None:
     assert {"Use with timm", "Use with torch.hub", "Use with transformers"} <= sections
 
 
-@pytest.mark.parametrize("block", _python_blocks(), ids=_section)
-def test_readme_snippet_runs(block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _snippet_params() -> list:
+    """One parameter per python block; exports to ONNX take a minute here, so that block runs in the slow job."""
+    slow = {"Compile and deploy"}
+    return [
+        pytest.param(b, id=_section(b), marks=[pytest.mark.slow] if _section(b) in slow else [])
+        for b in _python_blocks()
+    ]
+
+
+@pytest.mark.parametrize("block", _snippet_params())
+def test_readme_snippet_runs(
+    block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     if 'torch.hub.load("."' in block:  # torch.hub snippets run from a clone's root: give them one
         shutil.copy(ROOT / "hubconf.py", tmp_path / "hubconf.py")
+    if _section(block) == "Weight tags":  # the tag's 2D source, served by the offline Hub under its real repo id
+        from test_pretrained_tags import serve_2d
+
+        serve_2d(request.getfixturevalue("hub_server"), tmp_path / "hub_files", "resnet50", "a1_in1k")
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__readme__"}
     exec(compile(block, f"README.md ({_section(block)})", "exec"), namespace)
@@ -56,7 +71,27 @@ def _check_transformers(ns: dict) -> None:
     assert Path("sifa-pico/model.safetensors").is_file() and Path("clip.mp4").is_file()
 
 
-CHECKS = {"Use with timm": _check_timm, "Use with torch.hub": _check_hub, "Use with transformers": _check_transformers}
+def _check_tags(ns: dict) -> None:
+    model = ns["model"]
+    head = model.to_timm().fc if hasattr(model, "to_timm") else model.fc
+    assert head.out_features == 10
+    # the trunk is the served ImageNet network's, inflated (not a random initialisation)
+    trunk = model.to_timm() if hasattr(model, "to_timm") else model
+    assert trunk.pretrained_cfg["hf_hub_id"] == "timm/resnet50.a1_in1k" and trunk.conv1.weight.shape[2] > 1
+
+
+def _check_deploy(ns: dict) -> None:
+    assert ns["onnx"].max_abs_error < 1e-4 and Path("model.onnx").is_file()
+    assert ns["program"] is not None
+
+
+CHECKS = {
+    "Use with timm": _check_timm,
+    "Use with torch.hub": _check_hub,
+    "Use with transformers": _check_transformers,
+    "Weight tags": _check_tags,
+    "Compile and deploy": _check_deploy,
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
