@@ -16,8 +16,9 @@ moved from.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -136,6 +137,37 @@ def _motion_query(frames: torch.Tensor, t0: int, t1: int, size: tuple[int, int])
     return r, c
 
 
+def _draw_keys(
+    ax: Any,
+    sampling: SamplingMap,
+    where: tuple[int, int, int],
+    to_px: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    w_max: float,
+    frame_size: tuple[int, int],
+) -> None:
+    """One query's K² keys on frame t+1: the undeformed window (squares), offsets (lines), weights (dot area)."""
+    import matplotlib.pyplot as plt
+
+    t, r, c = where
+    height, width = frame_size
+    k_y, k_x = to_px(sampling.positions[t, r, c])  # (K²,)
+    g_y, g_x = to_px(sampling.grid[t, r, c])
+    wts = sampling.weights[t, r, c]
+    ax.scatter(g_x, g_y, s=30, facecolors="none", edgecolors="white", linewidths=0.8, marker="s")
+    for gx, gy, kx, ky in zip(g_x.tolist(), g_y.tolist(), k_x.tolist(), k_y.tolist()):
+        ax.plot([gx, kx], [gy, ky], color="white", linewidth=0.7, alpha=0.8)
+    colors = ["gold" if v >= 0 else "deepskyblue" for v in wts.tolist()]
+    ax.scatter(k_x, k_y, s=20 + 280 * wts.abs() / w_max, c=colors, edgecolors="black", linewidths=0.6)
+    # learned offsets may carry keys outside the frame (they sample zeros there): widen the view to show them
+    x_lo, x_hi = min(-0.5, float(k_x.min()) - 1), max(width - 0.5, float(k_x.max()) + 1)
+    y_lo, y_hi = min(-0.5, float(k_y.min()) - 1), max(height - 0.5, float(k_y.max()) + 1)
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(y_hi, y_lo)
+    ax.add_patch(
+        plt.Rectangle((-0.5, -0.5), width, height, fill=False, edgecolor="black", linewidth=0.8, linestyle="--")
+    )
+
+
 def draw_sampling(
     frames: torch.Tensor,
     sampling: SamplingMap,
@@ -191,26 +223,11 @@ def draw_sampling(
         top.plot(q_x, q_y, marker="*", color="red", markersize=14, markeredgecolor="white")
         top.set_title(f"frame {f0}: query", fontsize=9)
         bottom.imshow(frames[f1].numpy(), interpolation="nearest")
-        k_y, k_x = to_px(sampling.positions[t, r, c])  # (K²,)
-        g_y, g_x = to_px(sampling.grid[t, r, c])
-        wts = sampling.weights[t, r, c]
-        bottom.scatter(g_x, g_y, s=30, facecolors="none", edgecolors="white", linewidths=0.8, marker="s")
-        for gx, gy, kx, ky in zip(g_x.tolist(), g_y.tolist(), k_x.tolist(), k_y.tolist()):
-            bottom.plot([gx, kx], [gy, ky], color="white", linewidth=0.7, alpha=0.8)
-        colors = ["gold" if v >= 0 else "deepskyblue" for v in wts.tolist()]
-        bottom.scatter(k_x, k_y, s=20 + 280 * wts.abs() / w_max, c=colors, edgecolors="black", linewidths=0.6)
+        _draw_keys(bottom, sampling, (t, r, c), to_px, w_max, (height, width))
         bottom.plot(q_x, q_y, marker="+", color="red", markersize=10)
         bottom.set_title(f"frame {f1}: keys", fontsize=9)
         top.set_xlim(-0.5, width - 0.5)
         top.set_ylim(height - 0.5, -0.5)
-        # learned offsets may carry keys outside the frame (they sample zeros there): widen the view to show them
-        x_lo, x_hi = min(-0.5, float(k_x.min()) - 1), max(width - 0.5, float(k_x.max()) + 1)
-        y_lo, y_hi = min(-0.5, float(k_y.min()) - 1), max(height - 0.5, float(k_y.max()) + 1)
-        bottom.set_xlim(x_lo, x_hi)
-        bottom.set_ylim(y_hi, y_lo)
-        bottom.add_patch(
-            plt.Rectangle((-0.5, -0.5), width, height, fill=False, edgecolor="black", linewidth=0.8, linestyle="--")
-        )
         for ax in (top, bottom):
             ax.set_xticks([])
             ax.set_yticks([])

@@ -243,6 +243,19 @@ class SifaBottleneck(Bottleneck):
         return x + self.sifa(x)  # frame t attends to frame t+1; the last frame gets nothing added
 
 
+def _check_args(layers: Sequence[int], sifa_kernel: Sequence[int], num_frames: int, early_stride: int) -> None:
+    """Refuse constructor arguments :class:`SifaResNet` cannot build, naming them."""
+    if len(layers) != 4 or any(n < 1 for n in layers):
+        raise ValueError(f"SifaResNet: layers must be 4 positive block counts, got {tuple(layers)}")
+    if len(sifa_kernel) != 4:
+        raise ValueError(f"SifaResNet: sifa_kernel must have 4 entries (one per stage), got {sifa_kernel}")
+    if early_stride < 1 or num_frames < 2 * early_stride:
+        raise ValueError(
+            f"SifaResNet: need early_stride >= 1 and num_frames >= 2·early_stride (the dual head pools time "
+            f"by 2), got num_frames={num_frames}, early_stride={early_stride}"
+        )
+
+
 class SifaResNet(nn.Module):
     """SIFA-Net (and its C2D twin with ``use_sifa=False``) on clips ``(B, C, T, H, W)``.
 
@@ -296,15 +309,7 @@ class SifaResNet(nn.Module):
         global_pool: str = "avg",
     ) -> None:
         super().__init__()
-        if len(layers) != 4 or any(n < 1 for n in layers):
-            raise ValueError(f"SifaResNet: layers must be 4 positive block counts, got {tuple(layers)}")
-        if len(sifa_kernel) != 4:
-            raise ValueError(f"SifaResNet: sifa_kernel must have 4 entries (one per stage), got {sifa_kernel}")
-        if early_stride < 1 or num_frames < 2 * early_stride:
-            raise ValueError(
-                f"SifaResNet: need early_stride >= 1 and num_frames >= 2·early_stride (the dual head pools time "
-                f"by 2), got num_frames={num_frames}, early_stride={early_stride}"
-            )
+        _check_args(layers, sifa_kernel, num_frames, early_stride)
         self.num_classes = num_classes
         self.num_frames = num_frames
         self.early_stride = early_stride
@@ -320,12 +325,7 @@ class SifaResNet(nn.Module):
 
         # stem: (B, C, T, H, W) -> (B, stem_width, T/E, H/s, W/s)
         self.conv1 = nn.Conv3d(
-            in_chans,
-            stem_width,
-            kernel_size=(early_stride, 7, 7),
-            stride=(early_stride, stem_stride, stem_stride),
-            padding=(0, 3, 3),
-            bias=False,
+            in_chans, stem_width, (early_stride, 7, 7), (early_stride, stem_stride, stem_stride), (0, 3, 3), bias=False
         )
         self.bn1 = nn.BatchNorm3d(stem_width)
         self.act1 = nn.ReLU(inplace=True)
@@ -355,14 +355,7 @@ class SifaResNet(nn.Module):
         # dual head: layer3 output max-pooled over time by 2, then layer4's structure at spatial stride 1
         self.maxpool_dual: nn.Module = nn.MaxPool3d(kernel_size=(2, 1, 1), stride=(2, 1, 1))
         self.layer4_dual: nn.Module = self._make_layer(
-            base_planes * 16,
-            base_planes * 8,
-            layers[3],
-            1,
-            width_per_group,
-            sifa_kernel[3],
-            True,
-            dpr[-layers[3] :],
+            base_planes * 16, base_planes * 8, layers[3], 1, width_per_group, sifa_kernel[3], True, dpr[-layers[3] :]
         )
 
         self.num_features = inplanes  # channels of each branch's final map

@@ -259,6 +259,29 @@ class SifaSwinStage(nn.Module):
         return self.blocks(x)
 
 
+def _check_args(
+    size: tuple[int, int],
+    patch_size: int,
+    embed_dim: int,
+    depths: tuple[int, ...],
+    num_heads: tuple[int, ...],
+    num_frames: int,
+    early_stride: int,
+) -> list[int]:
+    """Refuse constructor arguments :class:`SifaSwinTransformer` cannot build; return the stage widths."""
+    if len(depths) != len(num_heads) or not depths:
+        raise ValueError(f"depths {depths} and num_heads {num_heads} must be non-empty and of equal length")
+    if early_stride < 1 or num_frames < early_stride or num_frames % early_stride:
+        raise ValueError(f"num_frames ({num_frames}) must be a positive multiple of early_stride ({early_stride})")
+    if size[0] % patch_size or size[1] % patch_size:
+        raise ValueError(f"img_size {size} must be divisible by patch_size ({patch_size})")
+    dims = [int(embed_dim * 2**i) for i in range(len(depths))]
+    for d, h in zip(dims, num_heads):
+        if d % h:
+            raise ValueError(f"stage width {d} is not divisible by its number of heads {h}")
+    return dims
+
+
 class SifaSwinTransformer(nn.Module):
     """SIFA-Transformer (Swin family) for clips ``(B, C, T, H, W)``.
 
@@ -319,16 +342,7 @@ class SifaSwinTransformer(nn.Module):
         super().__init__()
         size: tuple[int, int] = to_2tuple(img_size)
         depths, num_heads = tuple(depths), tuple(num_heads)
-        if len(depths) != len(num_heads) or not depths:
-            raise ValueError(f"depths {depths} and num_heads {num_heads} must be non-empty and of equal length")
-        if early_stride < 1 or num_frames < early_stride or num_frames % early_stride:
-            raise ValueError(f"num_frames ({num_frames}) must be a positive multiple of early_stride ({early_stride})")
-        if size[0] % patch_size or size[1] % patch_size:
-            raise ValueError(f"img_size {size} must be divisible by patch_size ({patch_size})")
-        dims = [int(embed_dim * 2**i) for i in range(len(depths))]
-        for d, h in zip(dims, num_heads):
-            if d % h:
-                raise ValueError(f"stage width {d} is not divisible by its number of heads {h}")
+        dims = _check_args(size, patch_size, embed_dim, depths, num_heads, num_frames, early_stride)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.img_size = size
@@ -351,24 +365,11 @@ class SifaSwinTransformer(nn.Module):
         in_dim, resolution = dims[0], grid
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             stage = SifaSwinStage(
-                in_dim,
-                dims[i],
-                resolution,
-                depth,
-                downsample=i > 0,
-                num_heads=heads,
-                window_size=window_size,
-                drop_path=dpr[i],
-                norm_layer=norm_layer,
-                use_sifa=use_sifa,
-                learn_offsets=learn_offsets,
-                sifa_kernel_size=sifa_kernel_size,
-                sifa_backend=sifa_backend,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                proj_drop=proj_drop_rate,
-                attn_drop=attn_drop_rate,
-            )
+                in_dim, dims[i], resolution, depth, downsample=i > 0, num_heads=heads, window_size=window_size,
+                drop_path=dpr[i], norm_layer=norm_layer, use_sifa=use_sifa, learn_offsets=learn_offsets,
+                sifa_kernel_size=sifa_kernel_size, sifa_backend=sifa_backend, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
+            )  # fmt: skip
             stages.append(stage)
             in_dim, resolution = dims[i], stage.output_resolution
             self.feature_info.append({"num_chs": dims[i], "reduction": patch_size * 2**i, "module": f"layers.{i}"})
@@ -636,21 +637,28 @@ def checkpoint_filter_fn(
         out[k] = v
     _drop_never_used(out, model, source)
 
-    patch_norm_keys = [k for k in out if k.startswith("patch_embed.norm.") and k not in own]
+    for k in (patch_norm_keys := [k for k in out if k.startswith("patch_embed.norm.") and k not in own]):
+        del out[k]
     if patch_norm_keys:
         warnings.warn(
             "checkpoint has a patch-embedding LayerNorm but the model was built with patch_norm=False (as the "
             "released SIFA-Transformer): dropping " + ", ".join(patch_norm_keys),
             stacklevel=2,
         )
-        for k in patch_norm_keys:
-            del out[k]
 
     fit_classifier(out, own, _CLASSIFIER_KEYS, source)
     stem = out.get("patch_embed.proj.weight")
     if stem is not None and stem.dim() == 5:
         out["patch_embed.proj.weight"] = adapt_stem_weight(stem, model.in_chans)
 
+    _zero_fill_temporal(out, own)
+    check_state_dict(model, out, source=f"{source} (after conversion)")
+    return out
+
+
+def _zero_fill_temporal(out: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> None:
+    """Give (in place) a checkpoint without a temporal path (2D weights) or without offset convs (released fixed
+    offsets) those tensors at their zero initialisation."""
     has_temporal = any(t in k for k in out for t in _TEMPORAL_KEYS)
     has_offsets = any(".sifa.conv_offset." in k for k in out)
     filled = []
@@ -664,9 +672,6 @@ def checkpoint_filter_fn(
             filled.append(k)
     if filled:
         _logger.info("zero-initialised %d temporal-path tensors absent from the checkpoint", len(filled))
-
-    check_state_dict(model, out, source=f"{source} (after conversion)")
-    return out
 
 
 def _drop_never_used(out: dict[str, torch.Tensor], model: SifaSwinTransformer, source: str) -> None:
