@@ -185,3 +185,15 @@ def test_timm_torch_hub_and_transformers_reach_the_same_weights(hub_server: HubS
     # the shipped pico: its class names travel into the transformers config
     pico = SifaForVideoClassification.from_pretrained("sifa_resnet_pico.motion4")
     assert pico.config.id2label == {0: "left", 1: "right", 2: "up", 3: "down"}
+
+
+def test_export_of_a_tag_writes_a_validated_card(tmp_path: Path) -> None:
+    from sifa_hub.publish import export_model, validate_card
+
+    out = export_model("sifa_resnet_pico.motion4", tmp_path / "pico", verify=False)
+    card = validate_card(Path(out) / "README.md")
+    assert "sifa_resnet_pico.motion4" in card.text and "top-1 100.0%" in card.text
+    reloaded = timm.create_model(f"local-dir:{out}", pretrained=True)
+    shipped = timm.create_model("sifa_resnet_pico.motion4", pretrained=True)
+    assert reloaded.pretrained_cfg["label_names"] == ["left", "right", "up", "down"]
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), shipped.state_dict().values()))
