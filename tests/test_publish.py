@@ -397,3 +397,31 @@ def test_processor_resizes_like_the_clip_pipeline(tmp_path: Path) -> None:
     assert processor["size"] == {"shortest_edge": 36}  # 32 / 0.875 = 36.57: floor, where rounding gave 37
     assert processor["crop_size"] == {"height": 32, "width": 32}
     assert "crop_pct 0.875" in (out / "README.md").read_text()
+
+
+def test_exported_hubconf_works_without_sifa_hub(tmp_path: Path) -> None:
+    """torch.hub.load of an export in a process where sifa_hub and transformers cannot be imported: the folder's
+    bundled model code registers the architecture; logits equal the exported model's."""
+    import subprocess
+    import sys
+
+    model = _model()
+    clip = _clip(model)
+    out = publish.export_model(model, tmp_path / "export", labels=LABELS, verify=False)
+    torch.save(clip, tmp_path / "clip.pt")
+    script = f"""
+import sys
+sys.modules["sifa_hub"] = None
+sys.modules["transformers"] = None
+import torch
+model = torch.hub.load({str(out)!r}, "model", source="local").eval()
+with torch.no_grad():
+    logits = model(torch.load({str(tmp_path / 'clip.pt')!r}))
+torch.save({{"logits": logits, "module": type(model).__module__}}, {str(tmp_path / 'out.pt')!r})
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt")
+    assert not got["module"].startswith("sifa_hub")  # the bundled copy, not the package
+    torch.testing.assert_close(got["logits"], _logits(model, clip))

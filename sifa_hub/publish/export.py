@@ -58,11 +58,41 @@ MANIFEST_NAME = ".sifa_hub_export.json"
 EXPORT_FORMATS = ("safetensors", "onnx")
 _MANIFEST_FORMAT = 1
 
-_HUBCONF = '''"""torch.hub entry point of an exported SIFA model: ``torch.hub.load(DIR, "model", source="local")``."""
+_HUBCONF = '''"""torch.hub entry point of an exported SIFA model: ``torch.hub.load(DIR, "model", source="local")``.
 
+Works with or without sifa_hub installed: without it, the SIFA architectures come from this folder's own copy of
+the model code (the remote-code files), so torch, timm and safetensors suffice.
+"""
+
+import hashlib
+import importlib
+import importlib.machinery
+import importlib.util
 import os
+import sys
 
-dependencies = ["torch", "timm", "sifa_hub"]
+dependencies = ["torch", "timm", "safetensors"]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _register_architectures():
+    """Register the SIFA architectures with timm: sifa_hub's when installed, else this folder's bundled copy."""
+    try:
+        installed = importlib.util.find_spec("sifa_hub") is not None
+    except (ImportError, ValueError):
+        installed = False
+    if installed:
+        importlib.import_module("sifa_hub.models")
+        return
+    name = "sifa_export_" + hashlib.sha1(_HERE.encode()).hexdigest()[:12]
+    if name not in sys.modules:  # this folder as a package, so the bundled files' relative imports resolve
+        package = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(name, None, is_package=True))
+        package.__path__ = [_HERE]
+        sys.modules[name] = package
+    for family in ("sifa_resnet", "sifa_swin"):
+        if os.path.isfile(os.path.join(_HERE, family + ".py")):
+            importlib.import_module(name + "." + family)
 
 
 def model(pretrained: bool = True, **kwargs):
@@ -72,10 +102,8 @@ def model(pretrained: bool = True, **kwargs):
     """
     import timm
 
-    import sifa_hub  # noqa: F401  (registers the SIFA architectures with timm)
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    return timm.create_model("local-dir:" + here, pretrained=pretrained, **kwargs)
+    _register_architectures()
+    return timm.create_model("local-dir:" + _HERE, pretrained=pretrained, **kwargs)
 '''
 
 
