@@ -226,7 +226,9 @@ def test_pico_twins_end_to_end(tmp_path) -> None:
     infos = {i["name"]: i for i in data["infos"]}
 
     # Parameters and the analytic SIFA FLOPs match an independent count on a fresh model.
-    model = timm.create_model("sifa_resnet_pico").eval()
+    from sifa_hub.bench.specs import NUM_CLASSES
+
+    model = timm.create_model("sifa_resnet_pico", num_classes=NUM_CLASSES).eval()  # as the benchmark builds it
     shapes: list[tuple[int, ...]] = []
     for m in model.modules():
         if isinstance(m, SIFA):
