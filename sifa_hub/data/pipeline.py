@@ -49,6 +49,7 @@ __all__ = [
     "resize_frames",
     "resize_short_side",
     "scale_size",
+    "to_tchw",
     "warn_if_short",
 ]
 
@@ -219,17 +220,29 @@ def preprocess_frames(
     return (frames * rescale if rescale is not None else frames).contiguous()
 
 
-def _as_tchw_uint8(video: torch.Tensor) -> torch.Tensor:
-    """``(T, H, W, 3)`` or ``(T, 3, H, W)`` uint8 → ``(T, 3, H, W)``."""
+def to_tchw(video: torch.Tensor) -> torch.Tensor:
+    """View a clip as ``(T, 3, H, W)``.
+
+    Args:
+        video: ``(T, H, W, 3)`` (decoder layout; chosen when the last dim is 3) or ``(T, 3, H, W)``.
+
+    Returns:
+        ``(T, 3, H, W)`` (a permuted view, no copy).
+    """
     if not isinstance(video, torch.Tensor):
         raise TypeError(f"video must be a torch.Tensor, got {type(video).__name__}")
-    if video.dtype != torch.uint8:
-        raise TypeError(f"video must be uint8 pixels, got {video.dtype}")
     if video.ndim == 4 and video.shape[-1] == 3:
         return video.permute(0, 3, 1, 2)
     if video.ndim == 4 and video.shape[1] == 3:
         return video
     raise ValueError(f"video must have shape (T, H, W, 3) or (T, 3, H, W), got {tuple(video.shape)}")
+
+
+def _as_tchw_uint8(video: torch.Tensor) -> torch.Tensor:
+    """``(T, H, W, 3)`` or ``(T, 3, H, W)`` uint8 → ``(T, 3, H, W)``."""
+    if isinstance(video, torch.Tensor) and video.dtype != torch.uint8:
+        raise TypeError(f"video must be uint8 pixels, got {video.dtype}")
+    return to_tchw(video)
 
 
 @dataclass(frozen=True)

@@ -20,27 +20,9 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .pipeline import ClipTransform, scale_size
+from .pipeline import ClipTransform, scale_size, to_tchw
 
 __all__ = ["VideoTransform", "build_transform", "multi_crop_views", "to_float_cthw", "to_tchw"]
-
-
-def to_tchw(video: torch.Tensor) -> torch.Tensor:
-    """View a clip as ``(T, 3, H, W)``.
-
-    Args:
-        video: ``(T, H, W, 3)`` (decoder layout; chosen when the last dim is 3) or ``(T, 3, H, W)``.
-
-    Returns:
-        ``(T, 3, H, W)`` (a permuted view, no copy).
-    """
-    if not isinstance(video, torch.Tensor):
-        raise TypeError(f"video must be a torch.Tensor, got {type(video).__name__}")
-    if video.ndim == 4 and video.shape[-1] == 3:
-        return video.permute(0, 3, 1, 2)
-    if video.ndim == 4 and video.shape[1] == 3:
-        return video
-    raise ValueError(f"video must have shape (T, H, W, 3) or (T, 3, H, W), got {tuple(video.shape)}")
 
 
 def to_float_cthw(video: torch.Tensor) -> torch.Tensor:
