@@ -9,6 +9,7 @@ labels are mapped to the model's class order by name.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .distributed import DistContext
 from .utils.runtime import autocast, resolve_device
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ClassSubset", "clip_probabilities", "evaluate", "evaluate_model", "forward_views", "progress_bar"]
 
@@ -135,8 +138,28 @@ class ClassSubset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        x, label = self.dataset[self.indices[index]]
+        load = getattr(self.dataset, "load", None)  # a video dataset: no substitution of a bad file by another
+        x, label = load(self.indices[index]) if load is not None else self.dataset[self.indices[index]]
         return x, self.mapping[int(label)]
+
+    def drop_unreadable(self) -> list[str]:
+        """Leave out the videos that cannot be opened (missing, empty, corrupt; found by reading, not decoding):
+        scored, a bad file would be replaced by another video and counted twice. Returns their paths."""
+        from .data.decode import VideoDecodeError, VideoReader
+
+        samples = getattr(self.dataset, "samples", None)
+        if samples is None or getattr(self.dataset, "load", None) is None:
+            return []
+        bad: list[str] = []
+        for i in self.indices:
+            path = samples[i][0]
+            try:
+                VideoReader(path).close()
+            except VideoDecodeError as err:
+                logger.warning("eval: leaving out a bad video (%s)", err)
+                bad.append(str(path))
+        self.indices = [i for i in self.indices if str(samples[i][0]) not in set(bad)]
+        return bad
 
 
 def _dataset_labels(dataset: Any) -> list[int]:
@@ -208,7 +231,8 @@ def evaluate_model(
 
     Returns:
         :func:`evaluate`'s metrics plus ``"classes"`` (the data classes scored) and ``"excluded_classes"`` (data
-        classes the model does not know, whose videos were left out).
+        classes the model does not know, whose videos were left out) and ``"skipped_videos"`` (files that cannot be
+        read, left out of the scores).
     """
     from .loading import load_model
     from .training_data import build_eval_dataset
@@ -226,10 +250,14 @@ def evaluate_model(
     dataset, data_classes = build_eval_dataset(data, **geometry, **extra)
     model_classes = _model_classes(loaded.labels, data_classes, data)
     subset = ClassSubset(dataset, _dataset_labels(dataset), data_classes, model_classes)
+    skipped = subset.drop_unreadable()
+    if len(subset) == 0 and skipped:
+        raise ValueError(f"data {data!r}: none of its videos of the model's classes can be read (e.g. {skipped[0]})")
     if len(subset) == 0:
         raise ValueError(f"data {data!r} has no video of the model's classes {model_classes}")
     loader = DataLoader(subset, batch_size=batch_size, num_workers=workers, shuffle=False)
     metrics: dict[str, Any] = evaluate(loaded.model, loader, device=dev, amp=amp, progress=progress)
     metrics["classes"] = subset.classes
     metrics["excluded_classes"] = [name for name in data_classes if name not in subset.classes]
+    metrics["skipped_videos"] = skipped
     return metrics

@@ -126,7 +126,9 @@ def _label_index(token: str, class_to_idx: dict[str, int] | None, num_classes: i
         label = int(token)
     except ValueError:
         raise ValueError(f"{where}: unknown label {token!r} (not a class name nor an integer)") from None
-    if label < 0 or (num_classes is not None and label >= num_classes):
+    if label < 0:
+        raise ValueError(f"{where}: label {label} is negative (labels are class names or indices >= 0)")
+    if num_classes is not None and label >= num_classes:
         raise ValueError(f"{where}: label {label} out of range for {num_classes} classes")
     return label
 
@@ -222,14 +224,21 @@ class VideoListDataset(_VideoClipDataset):
         if not list_file.is_file():
             raise ValueError(f"list file {str(list_file)!r} does not exist")
         base = Path(root) if root is not None else list_file.parent
+        try:
+            text = list_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            problem = f"{err.reason} at byte {err.start}"
+            raise ValueError(f"list file {str(list_file)!r} is not UTF-8 text ({problem})") from None
         entries = []
-        for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        for number, line in enumerate(text.splitlines(), start=1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             parts = line.rsplit(maxsplit=1)
             if len(parts) != 2:
                 raise ValueError(f"{list_file}:{number}: expected '<path> <label>', got {line!r}")
+            if parts[1].lower().endswith(VIDEO_EXTENSIONS):
+                raise ValueError(f"{list_file}:{number}: no label after the path ('<path> <label>'), got {line!r}")
             entries.append((parts[0], parts[1], f"{list_file}:{number}"))
         if not entries:
             raise ValueError(f"list file {str(list_file)!r} lists no video")

@@ -11,6 +11,7 @@ resizing, cropping and normalisation (`preprocess_frames`) are the very function
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, cast
 
 import numpy as np
@@ -19,7 +20,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
-from transformers.video_utils import VideoInput, VideoMetadata, load_video
+from transformers.video_utils import VideoInput, VideoMetadata, load_video, make_batched_videos
 
 from ..data.decode import VideoReader
 from ..data.pipeline import SAMPLINGS, clip_indices, preprocess_frames, resize_frames, scale_size
@@ -55,6 +56,54 @@ def _interpolation(resample: Any) -> str:
     if isinstance(value, int) and value in _INTERPOLATIONS:
         return _INTERPOLATIONS[value]
     raise ValueError(f"SifaVideoProcessor: resample must be nearest, bilinear or bicubic, got {resample!r}")
+
+
+def _channels_first(video: torch.Tensor, input_data_format: Any) -> torch.Tensor:
+    """One video as ``(T, C, H, W)`` with ``C`` in 1, 3 or 4: ``(T, H, W)`` (grey PIL frames) gains a channel,
+    ``(T, H, W, C)`` is permuted; ``input_data_format`` (``"channels_first"``/``"channels_last"``) overrides the guess.
+    """
+    if video.dtype == torch.bool or video.is_complex():
+        raise TypeError(f"SifaVideoProcessor: video pixels must be integers or floats, got {video.dtype}")
+    if video.ndim == 3:
+        video = video.unsqueeze(-1)  # (T, H, W) grey frames → (T, H, W, 1)
+    if video.ndim != 4:
+        shape = tuple(video.shape)
+        raise ValueError(f"SifaVideoProcessor: a video must be 4-D (T, H, W, C) or (T, C, H, W), got {shape}")
+    layout = getattr(input_data_format, "value", input_data_format)
+    if layout is None:
+        if video.shape[1] in (1, 3, 4) and video.shape[-1] not in (1, 3, 4):
+            layout = "channels_first"
+        elif video.shape[-1] in (1, 3, 4):
+            layout = "channels_last"
+    if layout == "channels_last":
+        video = video.permute(0, 3, 1, 2)
+    elif layout != "channels_first":
+        raise ValueError(
+            "SifaVideoProcessor: cannot tell the channel axis of a video of shape "
+            f"{tuple(video.shape)}: expected (T, H, W, C) or (T, C, H, W) with C = 1 (grey), 3 (RGB) or 4 (RGBA); "
+            "a grey video needs its channel axis, e.g. (T, H, W, 1)"
+        )
+    if video.shape[1] not in (1, 3, 4):
+        raise ValueError(f"SifaVideoProcessor: a video needs 1, 3 or 4 channels, got shape {tuple(video.shape)}")
+    return video
+
+
+def _to_rgb(video: torch.Tensor) -> torch.Tensor:
+    """``(T, C, H, W)`` grey, RGB or RGBA → ``(T, 3, H, W)``: grey repeated, alpha dropped (as PIL's ``convert``)."""
+    if video.shape[1] == 1:
+        return video.expand(-1, 3, -1, -1)
+    return video[:, :3]
+
+
+def _warn_if_rescaled(video: torch.Tensor, rescale_factor: float) -> None:
+    """Warn when float pixels already lie in ``[0, 1]`` yet are about to be rescaled to ``[0, 1/255]``."""
+    if video.is_floating_point() and rescale_factor < 1 and video.numel() and float(video.abs().max()) <= 1:
+        warnings.warn(
+            "SifaVideoProcessor: the float video's pixels are already in [0, 1] but do_rescale=True multiplies "
+            f"them by {rescale_factor:g}; pass uint8 or [0, 255] pixels, or do_rescale=False",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _is_local_file(video: Any) -> bool:
@@ -160,6 +209,9 @@ class SifaVideoProcessor(BaseVideoProcessor):
         Returns:
             ``(num_frames,)`` non-decreasing int64 indices.
         """
+        for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"SifaVideoProcessor: {name} must be a positive int, got {value!r}")
         if fps is not None:
             raise ValueError("SifaVideoProcessor samples a fixed number of frames (num_frames); fps is not supported")
         num_frames = num_frames if num_frames is not None else self.num_frames
@@ -200,6 +252,37 @@ class SifaVideoProcessor(BaseVideoProcessor):
             return self._read_local(video_url_or_urls, sample_indices_fn)
         return load_video(cast(Any, video_url_or_urls), backend="pyav", sample_indices_fn=sample_indices_fn)
 
+    def _decode_and_sample_videos(  # type: ignore[override]  # same parameters, typed loosely upstream
+        self, videos: VideoInput, video_metadata: Any, do_sample_frames: bool | None = None, sample_indices_fn=None
+    ) -> Any:
+        """Batch the videos, then decode and sample them; frames of grey PIL images (``(T, H, W)`` once batched)
+        gain their channel axis first, and an array whose channel axis cannot be told is refused by shape."""
+        batch = []
+        for video in make_batched_videos(videos):
+            if isinstance(video, (np.ndarray, torch.Tensor)):
+                tensor = torch.from_numpy(np.ascontiguousarray(video)) if isinstance(video, np.ndarray) else video
+                video = _channels_first(tensor, None).permute(0, 2, 3, 1)  # (T, H, W, C): a layout upstream reads
+            batch.append(video)
+        return super()._decode_and_sample_videos(batch, video_metadata, do_sample_frames, sample_indices_fn)
+
+    def _prepare_input_videos(  # type: ignore[override]  # same parameters, typed loosely upstream
+        self,
+        videos: Any,
+        do_convert_rgb: bool | None = None,
+        input_data_format: Any = None,
+        device: str | None = None,
+    ) -> list[torch.Tensor]:
+        """Each video as ``(T, C, H, W)``: grey ``(T, H, W)`` / ``(T, H, W, 1)`` and RGBA accepted (made RGB when
+        ``do_convert_rgb``); bool pixels and shapes whose channel axis cannot be told are refused by name."""
+        prepared = []
+        for video in videos:
+            tensor = torch.from_numpy(np.ascontiguousarray(video)) if isinstance(video, np.ndarray) else video
+            tensor = _channels_first(tensor, input_data_format).contiguous()
+            if do_convert_rgb:
+                tensor = _to_rgb(tensor).contiguous()
+            prepared.append(tensor.to(device) if device is not None else tensor)
+        return prepared
+
     def _preprocess(  # type: ignore[override]  # BaseVideoProcessor's own signature, not TorchvisionBackend's
         self,
         videos: list[torch.Tensor],
@@ -231,6 +314,8 @@ class SifaVideoProcessor(BaseVideoProcessor):
         std = [image_std] * channels if isinstance(image_std, (int, float)) else image_std
         processed = []
         for video in videos:  # (T, C, H, W)
+            if do_rescale:
+                _warn_if_rescaled(video, rescale_factor)
             if fixed is not None:
                 video = resize_frames(video, fixed, interpolation)
             processed.append(

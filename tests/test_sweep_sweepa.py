@@ -1,0 +1,126 @@
+"""Adversarial new-user inputs to the video doors: the video processor's array/PIL inputs, list files with bad
+lines, and evaluation over folders holding unreadable files."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sifa_hub.data import VideoFolderDataset, VideoListDataset
+from sifa_hub.data.decode import write_video
+from sifa_hub.evaluation import ClassSubset
+from sifa_hub.hf.video_processing_sifa import SifaVideoProcessor
+
+
+@pytest.fixture(scope="module")
+def processor() -> SifaVideoProcessor:
+    return SifaVideoProcessor(num_frames=4, size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    """uint8 ``(8, 40, 50, 3)`` random RGB frames."""
+    return np.random.default_rng(0).integers(0, 256, (8, 40, 50, 3), dtype=np.uint8)
+
+
+def _pixels(processor: SifaVideoProcessor, video, **kwargs) -> torch.Tensor:
+    return processor(video, return_tensors="pt", **kwargs)["pixel_values"]
+
+
+def test_grey_pil_frames_are_sampled_and_made_rgb(processor, frames):
+    grey = frames[..., 0]
+    out = _pixels(processor, [Image.fromarray(f) for f in grey])
+    assert out.shape == (1, 4, 3, 32, 32)  # num_frames honoured (it was silently 8 frames)
+    expected = _pixels(processor, np.repeat(grey[..., None], 3, axis=-1))
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(_pixels(processor, grey[..., None]), expected)  # (T, H, W, 1)
+
+
+def test_rgba_frames_drop_alpha(processor, frames):
+    rgba = np.concatenate([frames, np.full(frames.shape[:-1] + (1,), 7, np.uint8)], axis=-1)
+    expected = _pixels(processor, frames)
+    torch.testing.assert_close(_pixels(processor, rgba), expected)
+    torch.testing.assert_close(_pixels(processor, [Image.fromarray(f) for f in rgba]), expected)
+
+
+def test_bool_and_ambiguous_arrays_are_refused_by_name(processor, frames):
+    with pytest.raises(TypeError, match="integers or floats, got torch.bool"):
+        _pixels(processor, frames > 128)
+    with pytest.raises(ValueError, match=r"cannot tell the channel axis .*\(1, 8, 40, 50\)"):
+        _pixels(processor, frames[..., 0])  # (T, H, W) array: no channel axis
+
+
+def test_float_pixels_in_unit_range_warn_before_double_rescaling(processor, frames):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _pixels(processor, frames.astype(np.float32))  # [0, 255] floats: no warning
+    with pytest.warns(UserWarning, match=r"already in \[0, 1\]"):
+        _pixels(processor, torch.from_numpy(frames).float() / 255)
+    unit = _pixels(processor, torch.from_numpy(frames).float() / 255, do_rescale=False)
+    torch.testing.assert_close(unit, _pixels(processor, frames), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kwargs", [{"num_frames": 0}, {"num_frames": -1}, {"frame_stride": 0}])
+def test_bad_sampling_arguments_name_the_argument(processor, frames, kwargs):
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=f"{name} must be a positive int, got {value}"):
+        _pixels(processor, frames, frame_sampling="dense", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "a clip é.mp4"
+    write_video(path, torch.zeros(3, 16, 16, 3, dtype=torch.uint8), fps=4.0)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a clip é.mp4\n", r":1: no label after the path"),
+        ("a clip é.mp4 -1\n", r":1: label -1 is negative"),
+    ],
+)
+def test_list_file_bad_lines(tmp_path, clip, content, message):
+    listing = clip.parent / f"list_{abs(hash(content))}.txt"
+    listing.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        VideoListDataset(listing, num_frames=2)
+
+
+def test_list_file_not_utf8_names_the_file(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\xff\xfe\x00garbage 0\n")
+    with pytest.raises(ValueError, match=r"list\.txt' is not UTF-8 text"):
+        VideoListDataset(listing, num_frames=2)
+
+
+def test_list_file_with_spaces_in_path(clip):
+    listing = clip.parent / "good.txt"
+    listing.write_text(f"{clip.name} 1\n", encoding="utf-8")
+    data = VideoListDataset(listing, num_frames=2, train=False)
+    assert data.samples == [(clip, 1)] and data.classes == ["0", "1"]
+    assert data[0][0].shape == (3, 2, 16, 16)
+
+
+def test_eval_subset_leaves_out_unreadable_files(tmp_path):
+    """A bad file must not be replaced by another video (counted twice, or from a class the model lacks)."""
+    for name in ("known", "unknown"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "empty_class").mkdir()
+    write_video(tmp_path / "known" / "a.mp4", torch.zeros(2, 16, 16, 3, dtype=torch.uint8), fps=4.0)
+    (tmp_path / "known" / "b.mp4").write_text("not a video")
+    (tmp_path / "known" / "notes.txt").write_text("not listed")
+    write_video(tmp_path / "unknown" / "c.mp4", torch.zeros(2, 16, 16, 3, dtype=torch.uint8), fps=4.0)
+    data = VideoFolderDataset(tmp_path, num_frames=2, train=False)
+    assert data.classes == ["empty_class", "known", "unknown"] and len(data) == 3
+    labels = [label for _, label in data.samples]
+    subset = ClassSubset(data, labels, data.classes, ["other", "known"])
+    assert len(subset) == 2
+    assert subset.drop_unreadable() == [str(tmp_path / "known" / "b.mp4")]
+    assert len(subset) == 1 and subset[0][1] == 1 and subset[0][0].shape == (3, 2, 16, 16)
