@@ -124,3 +124,23 @@ def test_eval_subset_leaves_out_unreadable_files(tmp_path):
     assert len(subset) == 2
     assert subset.drop_unreadable() == [str(tmp_path / "known" / "b.mp4")]
     assert len(subset) == 1 and subset[0][1] == 1 and subset[0][0].shape == (3, 2, 16, 16)
+
+
+def test_pipeline_top_k_is_checked(tmp_path, frames):
+    from transformers import pipeline
+
+    from sifa_hub.hf import SifaConfig, SifaForVideoClassification
+
+    labels = {0: "left", 1: "right", 2: "up"}
+    config = SifaConfig(architecture="sifa_resnet_pico", num_frames=4, image_size=32, id2label=labels)
+    model = SifaForVideoClassification(config).eval()
+    model.save_pretrained(tmp_path)
+    SifaVideoProcessor.from_sifa_config(config).save_pretrained(tmp_path)
+    video = tmp_path / "clip.mp4"
+    write_video(video, torch.from_numpy(frames[:, :32, :32].copy()), fps=8.0)
+    classifier = pipeline("video-classification", model=str(tmp_path))
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"top_k must be a positive int .*got {bad!r}"):
+            classifier(str(video), top_k=bad)
+    assert sorted(r["label"] for r in classifier(str(video), top_k=100)) == sorted(labels.values())  # capped
+    assert len(classifier(str(video), top_k=1)) == 1

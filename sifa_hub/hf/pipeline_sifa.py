@@ -4,7 +4,8 @@ transformers' `VideoClassificationPipeline` accepts ``frame_sampling_rate`` but,
 drops it: the clip is sampled as if it had not been given. `SifaVideoClassificationPipeline` passes it to the SIFA
 video processor as dense sampling — ``num_frames`` frames ``frame_sampling_rate`` apart, centred in the video
 (`sifa_hub.data.pipeline.clip_indices`); without it the processor's own sampling applies (uniform by default).
-A ``frame_sampling_rate`` that is not a positive int is refused. Models whose processor is not a SIFA one keep
+A ``frame_sampling_rate`` or ``top_k`` that is not a positive int is refused (a ``top_k`` above the number of
+classes gives every class). Models whose processor is not a SIFA one keep
 transformers' behaviour unchanged.
 
 Importing this module makes ``pipeline("video-classification", ...)`` build this class (`register_pipeline`); the
@@ -30,6 +31,12 @@ def _is_sifa_processor(processor: Any) -> bool:
 
 class SifaVideoClassificationPipeline(VideoClassificationPipeline):
     """`VideoClassificationPipeline` whose ``frame_sampling_rate`` reaches the SIFA video processor."""
+
+    def _sanitize_parameters(self, top_k: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        """transformers' parameters, with ``top_k`` checked (torch would fail on it with an unclear error)."""
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive int (labels to return), got {top_k!r}")
+        return super()._sanitize_parameters(top_k=top_k, **kwargs)
 
     def preprocess(  # type: ignore[override]  # the parent's own signature, narrower than Pipeline's
         self, video: Any, num_frames: int | None = None, frame_sampling_rate: int | None = None
