@@ -49,11 +49,14 @@ def predict_clips(model: nn.Module, views: torch.Tensor, *, amp: str = "none") -
 
 
 def _check_videos(videos: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
-    if isinstance(videos, (str, os.PathLike)):
+    if isinstance(videos, (str, bytes, os.PathLike)):
         videos = [videos]
     if not videos:
         raise ValueError("predict needs at least one video")
-    return [os.fspath(v) for v in videos]
+    bad = [v for v in videos if not isinstance(v, (str, bytes, os.PathLike))]
+    if bad:
+        raise TypeError(f"predict takes video paths (str or os.PathLike), got {type(bad[0]).__name__}: {bad[0]!r}")
+    return [os.fsdecode(v) for v in videos]
 
 
 @torch.no_grad()

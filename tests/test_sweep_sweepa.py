@@ -144,3 +144,37 @@ def test_pipeline_top_k_is_checked(tmp_path, frames):
             classifier(str(video), top_k=bad)
     assert sorted(r["label"] for r in classifier(str(video), top_k=100)) == sorted(labels.values())  # capped
     assert len(classifier(str(video), top_k=1)) == 1
+
+
+@pytest.mark.parametrize("extensions", ["mp4", ".MP4", ["mp4"], ("MP4", ".webm")])
+def test_folder_extensions_without_dot_or_as_one_string(tmp_path, extensions):
+    (tmp_path / "a").mkdir()
+    write_video(tmp_path / "a" / "x.mp4", torch.zeros(2, 16, 16, 3, dtype=torch.uint8), fps=4.0)
+    (tmp_path / "a" / "m.p4").write_text("a suffix made of the letters of 'mp4'")
+    data = VideoFolderDataset(tmp_path, num_frames=2, extensions=extensions)
+    assert [path.name for path, _ in data.samples] == ["x.mp4"]
+
+
+def test_folder_extensions_refuse_empty(tmp_path):
+    (tmp_path / "a").mkdir()
+    for bad in ([], "", ["."]):
+        with pytest.raises(ValueError, match="extensions must be file suffixes"):
+            VideoFolderDataset(tmp_path, num_frames=2, extensions=bad)
+
+
+def test_data_config_img_size_as_timm_input_size():
+    from sifa_hub.data.pipeline import ClipTransform
+
+    config = {"img_size": (3, 16, 16), "crop_pct": 1.0, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    assert ClipTransform.from_data_config(config).crop == (16, 16)  # was (3, 16): channels read as the height
+    with pytest.raises(ValueError, match=r"img_size must be s, \(h, w\) or \(3, h, w\)"):
+        ClipTransform.from_data_config({**config, "img_size": (1, 2, 16, 16)})
+
+
+def test_predict_paths_as_bytes_and_refuses_non_paths(clip):
+    from sifa_hub.predict import _check_videos
+
+    assert _check_videos(bytes(clip)) == [str(clip)]  # was iterated byte by byte
+    assert _check_videos([clip, str(clip)]) == [str(clip)] * 2
+    with pytest.raises(TypeError, match="video paths .*got int: 3"):
+        _check_videos([clip, 3])

@@ -133,6 +133,14 @@ def _label_index(token: str, class_to_idx: dict[str, int] | None, num_classes: i
     return label
 
 
+def _suffixes(extensions: str | Sequence[str]) -> tuple[str, ...]:
+    """Lower-case suffixes with their dot: ``"mp4"``, ``".MP4"`` and ``["mp4"]`` all mean ``(".mp4",)``."""
+    items = [extensions] if isinstance(extensions, str) else list(extensions)
+    if not items or not all(isinstance(ext, str) and ext.strip(".") for ext in items):
+        raise ValueError(f"extensions must be file suffixes such as '.mp4', got {extensions!r}")
+    return tuple("." + ext.lower().lstrip(".") for ext in items)
+
+
 class VideoFolderDataset(_VideoClipDataset):
     """Videos laid out as ``root/<class name>/<video file>``; classes are the sorted folder names.
 
@@ -146,7 +154,7 @@ class VideoFolderDataset(_VideoClipDataset):
         train: Random clip positions (training) or centred/evenly spread ones (evaluation).
         num_clips: Clips per video in evaluation (multi-view testing).
         skip_bad: Replace undecodable videos by the next good one (and count them) instead of raising.
-        extensions: File suffixes taken as videos (case-insensitive).
+        extensions: File suffixes taken as videos (case-insensitive, the dot optional: ``"mp4"`` or ``".mp4"``).
     """
 
     def __init__(
@@ -160,7 +168,7 @@ class VideoFolderDataset(_VideoClipDataset):
         train: bool = True,
         num_clips: int = 1,
         skip_bad: bool = True,
-        extensions: Sequence[str] = VIDEO_EXTENSIONS,
+        extensions: str | Sequence[str] = VIDEO_EXTENSIONS,
     ) -> None:
         root = Path(root)
         if not root.is_dir():
@@ -168,7 +176,7 @@ class VideoFolderDataset(_VideoClipDataset):
         classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
         if not classes:
             raise ValueError(f"dataset root {str(root)!r} has no class folders (expected root/<class>/<video>)")
-        suffixes = tuple(ext.lower() for ext in extensions)
+        suffixes = _suffixes(extensions)
         samples = [
             (path, label)
             for label, name in enumerate(classes)

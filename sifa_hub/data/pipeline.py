@@ -245,6 +245,17 @@ def _as_tchw_uint8(video: torch.Tensor) -> torch.Tensor:
     return to_tchw(video)
 
 
+def _crop_of(size: Any) -> tuple[int, int]:
+    """``(h, w)`` of a data config's ``img_size``: ``s``, ``(h, w)`` or timm's ``(C, h, w)`` with ``C = 3``."""
+    if isinstance(size, (tuple, list)):
+        if len(size) == 3 and int(size[0]) == 3:
+            size = size[1:]
+        if len(size) != 2:
+            raise ValueError(f"data config img_size must be s, (h, w) or (3, h, w), got {size!r}")
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
 @dataclass(frozen=True)
 class ClipTransform:
     """The spatial part of the pipeline for one clip: resize the short side, centre crop, normalise.
@@ -280,8 +291,7 @@ class ClipTransform:
         missing = [k for k in ("img_size", "mean", "std") if k not in config]
         if missing:
             raise ValueError(f"data config lacks {missing}: got {dict(config)}")
-        size = config["img_size"]
-        crop = (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
+        crop = _crop_of(config["img_size"])
         return cls(
             crop=crop,
             short_side=scale_size(min(crop), float(config.get("crop_pct", 1.0))),

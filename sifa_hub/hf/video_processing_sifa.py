@@ -252,12 +252,12 @@ class SifaVideoProcessor(BaseVideoProcessor):
             return self._read_local(video_url_or_urls, sample_indices_fn)
         return load_video(cast(Any, video_url_or_urls), backend="pyav", sample_indices_fn=sample_indices_fn)
 
-    def _decode_and_sample_videos(  # type: ignore[override]  # same parameters, typed loosely upstream
+    def _decode_and_sample_videos(
         self, videos: VideoInput, video_metadata: Any, do_sample_frames: bool | None = None, sample_indices_fn=None
     ) -> Any:
         """Batch the videos, then decode and sample them; frames of grey PIL images (``(T, H, W)`` once batched)
         gain their channel axis first, and an array whose channel axis cannot be told is refused by shape."""
-        batch = []
+        batch: list[Any] = []
         for video in make_batched_videos(videos):
             if isinstance(video, (np.ndarray, torch.Tensor)):
                 tensor = torch.from_numpy(np.ascontiguousarray(video)) if isinstance(video, np.ndarray) else video
@@ -265,7 +265,7 @@ class SifaVideoProcessor(BaseVideoProcessor):
             batch.append(video)
         return super()._decode_and_sample_videos(batch, video_metadata, do_sample_frames, sample_indices_fn)
 
-    def _prepare_input_videos(  # type: ignore[override]  # same parameters, typed loosely upstream
+    def _prepare_input_videos(
         self,
         videos: Any,
         do_convert_rgb: bool | None = None,
