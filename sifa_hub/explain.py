@@ -199,6 +199,10 @@ def draw_sampling(
     if frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3), got {tuple(frames.shape)}")
     num_in, height, width = frames.shape[:3]
+    if query is not None and not (0 <= query[0] < height and 0 <= query[1] < width):
+        raise ValueError(f"query {tuple(query)} is outside the model input: rows 0..{height - 1}, cols 0..{width - 1}")
+    if os.path.isdir(out):
+        raise ValueError(f"out {os.fspath(out)!r} is a folder; give the PNG file to write")
     h, w = sampling.feature_size
     stride_t = max(num_in // sampling.num_steps, 1)
     s_h, s_w = height / h, width / w

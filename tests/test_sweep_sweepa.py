@@ -178,3 +178,18 @@ def test_predict_paths_as_bytes_and_refuses_non_paths(clip):
     assert _check_videos([clip, str(clip)]) == [str(clip)] * 2
     with pytest.raises(TypeError, match="video paths .*got int: 3"):
         _check_videos([clip, 3])
+
+
+def test_explain_refuses_a_query_outside_the_input_and_a_folder_as_out(tmp_path, clip):
+    import timm
+
+    from sifa_hub.explain import explain_video
+
+    model = timm.create_model("sifa_resnet_pico", num_classes=3, num_frames=4, img_size=16)
+    with pytest.raises(ValueError, match=r"query \(1000.0, 3.0\) is outside the model input: rows 0..15"):
+        explain_video(clip, model, out=tmp_path / "x.png", query=(1000.0, 3.0))
+    with pytest.raises(ValueError, match="is a folder; give the PNG file"):
+        explain_video(clip, model, out=tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary left
+    out = explain_video(clip, model, out=tmp_path / "ok.png", query=(15.0, 0.0))
+    assert Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
