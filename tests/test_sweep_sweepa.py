@@ -193,3 +193,15 @@ def test_explain_refuses_a_query_outside_the_input_and_a_folder_as_out(tmp_path,
     assert not list(tmp_path.iterdir())  # nothing written, no temporary left
     out = explain_video(clip, model, out=tmp_path / "ok.png", query=(15.0, 0.0))
     assert Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_folder_warns_about_class_folders_without_videos(tmp_path, caplog):
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    write_video(tmp_path / "a" / "x.mp4", torch.zeros(2, 16, 16, 3, dtype=torch.uint8), fps=4.0)
+    (tmp_path / "b" / "readme.txt").write_text("no video here")
+    write_video(tmp_path / "c" / "y.mp4", torch.zeros(2, 16, 16, 3, dtype=torch.uint8), fps=4.0)
+    with caplog.at_level("WARNING", logger="sifa_hub.data.datasets"):
+        data = VideoFolderDataset(tmp_path, num_frames=2)
+    assert data.classes == ["a", "b", "c"] and [label for _, label in data.samples] == [0, 2]
+    assert "['b'] hold no video file" in caplog.text

@@ -185,6 +185,14 @@ class VideoFolderDataset(_VideoClipDataset):
         ]
         if not samples:
             raise ValueError(f"no video files ({', '.join(suffixes)}) under {str(root)!r}")
+        empty = sorted(set(classes) - {classes[label] for _, label in samples})
+        if empty:
+            logger.warning(
+                "%s: class folder(s) %s hold no video file (%s); they stay classes (labels keep the folder order)",
+                root,
+                empty,
+                ", ".join(suffixes),
+            )
         self.root = root
         super().__init__(
             samples,
