@@ -183,6 +183,20 @@ def _motion_classes_for(model_classes: Sequence[str]) -> int:
     return 4 if set(model_classes) <= set(four) else 8
 
 
+def _named_by_index(labels: Sequence[str], data_classes: Sequence[str], data: str) -> list[str]:
+    """Integer labels of a list file without class names (classes ``"0"``, ``"1"``, ...) index the model's classes:
+    their names are the model's (when the model names its classes and none of them is a bare number)."""
+    if list(data_classes) != [str(i) for i in range(len(data_classes))] or set(labels) & set(data_classes):
+        return list(data_classes)
+    if all(name == f"class_{i}" for i, name in enumerate(labels)):
+        return list(data_classes)
+    if len(data_classes) > len(labels):
+        raise ValueError(
+            f"data {data!r} has integer labels up to {len(data_classes) - 1} but the model has {len(labels)} classes"
+        )
+    return [labels[i] for i in range(len(data_classes))]
+
+
 def _model_classes(labels: Sequence[str], data_classes: Sequence[str], data: str) -> list[str]:
     """The model's class names, or the data's when the model stores none (``class_<i>``) and sizes agree."""
     if all(name == f"class_{i}" for i, name in enumerate(labels)):
@@ -248,6 +262,7 @@ def evaluate_model(
     if data == "motion":
         extra.update(motion_classes=_motion_classes_for(loaded.labels), motion_val_samples=motion_samples)
     dataset, data_classes = build_eval_dataset(data, **geometry, **extra)
+    data_classes = _named_by_index(loaded.labels, data_classes, data)
     model_classes = _model_classes(loaded.labels, data_classes, data)
     subset = ClassSubset(dataset, _dataset_labels(dataset), data_classes, model_classes)
     skipped = subset.drop_unreadable()

@@ -205,3 +205,29 @@ def test_folder_warns_about_class_folders_without_videos(tmp_path, caplog):
         data = VideoFolderDataset(tmp_path, num_frames=2)
     assert data.classes == ["a", "b", "c"] and [label for _, label in data.samples] == [0, 2]
     assert "['b'] hold no video file" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def named_model(tmp_path_factory) -> str:
+    import timm
+
+    from sifa_hub.publish import export_model
+
+    torch.manual_seed(0)
+    model = timm.create_model("sifa_resnet_pico", num_classes=3, num_frames=4, img_size=16)
+    return str(export_model(model, tmp_path_factory.mktemp("named") / "pico", labels=["left", "right", "up"]))
+
+
+def test_eval_integer_list_labels_index_the_model_classes(named_model, clip):
+    from sifa_hub.evaluation import evaluate_model
+
+    (clip.parent / "bad.mp4").write_text("not a video")
+    listing = clip.parent / "ints.txt"
+    listing.write_text(f"{clip.name} 2\n{clip.name} 0\nbad.mp4 1\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="fewer than the 4"):
+        metrics = evaluate_model(named_model, str(listing), device="cpu")
+    assert metrics["classes"] == ["left", "right", "up"]  # was "share none": '0', '1', '2' against the names
+    assert metrics["num_samples"] == 2 and metrics["skipped_videos"] == [str(clip.parent / "bad.mp4")]
+    listing.write_text(f"{clip.name} 3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="integer labels up to 3 but the model has 3 classes"):
+        evaluate_model(named_model, str(listing), device="cpu")
