@@ -231,3 +231,18 @@ def test_eval_integer_list_labels_index_the_model_classes(named_model, clip):
     listing.write_text(f"{clip.name} 3\n", encoding="utf-8")
     with pytest.raises(ValueError, match="integer labels up to 3 but the model has 3 classes"):
         evaluate_model(named_model, str(listing), device="cpu")
+
+
+def test_pixels_outside_the_rescale_range(processor, frames):
+    wide = frames.astype(np.uint16) * 257  # 16-bit pixels
+    with pytest.raises(ValueError, match=r"torch.uint16 pixels span \[0, 65535\]; do_rescale expects \[0, 255\]"):
+        _pixels(processor, wide)
+    torch.testing.assert_close(_pixels(processor, wide, rescale_factor=1 / 65535), _pixels(processor, frames))
+    with pytest.warns(UserWarning, match=r"span \[-2.*not \[0, 255\]"):
+        _pixels(processor, torch.from_numpy(frames).float() / 64 - 2)  # normalised already
+
+
+def test_processor_takes_pathlib_paths(processor, clip):
+    from_path = _pixels(processor, clip)
+    assert from_path.shape == (1, 4, 3, 32, 32)
+    torch.testing.assert_close(_pixels(processor, [clip, str(clip)]), torch.cat([from_path, from_path]))

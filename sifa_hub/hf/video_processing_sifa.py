@@ -95,12 +95,26 @@ def _to_rgb(video: torch.Tensor) -> torch.Tensor:
     return video[:, :3]
 
 
-def _warn_if_rescaled(video: torch.Tensor, rescale_factor: float) -> None:
-    """Warn when float pixels already lie in ``[0, 1]`` yet are about to be rescaled to ``[0, 1/255]``."""
-    if video.is_floating_point() and rescale_factor < 1 and video.numel() and float(video.abs().max()) <= 1:
+def _check_pixel_range(video: torch.Tensor, rescale_factor: float) -> None:
+    """Before ``do_rescale``: integer pixels must lie in ``[0, 1 / rescale_factor]`` (``[0, 255]``; 16-bit ones
+    would come out ~257x too bright); float pixels already in ``[0, 1]`` or outside that range (normalised
+    already?) get a warning."""
+    if not video.numel() or rescale_factor >= 1:
+        return
+    values = video if video.is_floating_point() or video.dtype == torch.uint8 else video.long()  # torch: no uint16 min
+    low, high = float(values.min()), float(values.max())
+    top = 1 / rescale_factor  # 255 by default
+    outside = low < 0 or high > top * 1.0001
+    if not video.is_floating_point() and outside:
+        raise ValueError(
+            f"SifaVideoProcessor: {video.dtype} pixels span [{low:g}, {high:g}]; do_rescale expects [0, {top:g}] "
+            f"pixels (uint8 by default): convert them, or pass do_rescale=False / a rescale_factor for that range"
+        )
+    if video.is_floating_point() and (high <= 1 or outside):
+        problem = "are already in [0, 1]" if not outside else f"span [{low:g}, {high:g}], not [0, {top:g}]"
         warnings.warn(
-            "SifaVideoProcessor: the float video's pixels are already in [0, 1] but do_rescale=True multiplies "
-            f"them by {rescale_factor:g}; pass uint8 or [0, 255] pixels, or do_rescale=False",
+            f"SifaVideoProcessor: the float video's pixels {problem} but do_rescale=True multiplies them by "
+            f"{rescale_factor:g}; pass uint8 or [0, 255] pixels, or do_rescale=False",
             UserWarning,
             stacklevel=4,
         )
@@ -253,10 +267,14 @@ class SifaVideoProcessor(BaseVideoProcessor):
         return load_video(cast(Any, video_url_or_urls), backend="pyav", sample_indices_fn=sample_indices_fn)
 
     def _decode_and_sample_videos(
-        self, videos: VideoInput, video_metadata: Any, do_sample_frames: bool | None = None, sample_indices_fn=None
+        self, videos: Any, video_metadata: Any, do_sample_frames: bool | None = None, sample_indices_fn=None
     ) -> Any:
         """Batch the videos, then decode and sample them; frames of grey PIL images (``(T, H, W)`` once batched)
         gain their channel axis first, and an array whose channel axis cannot be told is refused by shape."""
+        if isinstance(videos, os.PathLike):
+            videos = os.fspath(videos)
+        elif isinstance(videos, list):  # transformers' batching takes str paths only
+            videos = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in videos]
         batch: list[Any] = []
         for video in make_batched_videos(videos):
             if isinstance(video, (np.ndarray, torch.Tensor)):
@@ -315,7 +333,7 @@ class SifaVideoProcessor(BaseVideoProcessor):
         processed = []
         for video in videos:  # (T, C, H, W)
             if do_rescale:
-                _warn_if_rescaled(video, rescale_factor)
+                _check_pixel_range(video, rescale_factor)
             if fixed is not None:
                 video = resize_frames(video, fixed, interpolation)
             processed.append(
