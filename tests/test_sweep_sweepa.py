@@ -246,3 +246,10 @@ def test_processor_takes_pathlib_paths(processor, clip):
     from_path = _pixels(processor, clip)
     assert from_path.shape == (1, 4, 3, 32, 32)
     torch.testing.assert_close(_pixels(processor, [clip, str(clip)]), torch.cat([from_path, from_path]))
+
+
+def test_list_file_with_bom_and_crlf(clip):
+    listing = clip.parent / "windows.txt"
+    listing.write_bytes(f"\ufeff{clip.name} 0\r\n{clip.name} 1\r\n".encode())
+    data = VideoListDataset(listing, num_frames=2)
+    assert data.samples == [(clip, 0), (clip, 1)]

@@ -241,7 +241,7 @@ class VideoListDataset(_VideoClipDataset):
             raise ValueError(f"list file {str(list_file)!r} does not exist")
         base = Path(root) if root is not None else list_file.parent
         try:
-            text = list_file.read_text(encoding="utf-8")
+            text = list_file.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of a path
         except UnicodeDecodeError as err:
             problem = f"{err.reason} at byte {err.start}"
             raise ValueError(f"list file {str(list_file)!r} is not UTF-8 text ({problem})") from None
