@@ -272,6 +272,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"{args.model} on {args.data}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
             f"({result['num_samples']} videos × {args.clips * args.crops} views, {result['clips_per_s']:.1f} clips/s)"
         )
+        for key, what in (("excluded_classes", "classes the model does not know"), ("skipped_videos", "unreadable")):
+            if result.get(key):
+                shown = ", ".join(map(str, result[key][:3])) + (", ..." if len(result[key]) > 3 else "")
+                print(f"  left out {len(result[key])} {what}: {shown}")
     return 0
 
 

@@ -226,7 +226,7 @@ def _video_dataset(spec: DataSpec, path: str, train: bool, transform: Callable[[
         names_file = spec.classes_file or os.path.join(os.path.dirname(os.path.abspath(path)), "classes.txt")
         names = None
         if os.path.isfile(names_file):
-            with open(names_file, encoding="utf-8") as f:
+            with open(names_file, encoding="utf-8-sig") as f:
                 names = [line.strip() for line in f if line.strip()]
         elif spec.classes_file:
             raise ValueError(f"classes file {spec.classes_file!r} does not exist")
