@@ -1,0 +1,61 @@
+"""Adversarial new-user cases for the models and weights (sweep "sweepb"): each was a raw or silent failure."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+import sifa_hub  # noqa: F401  (registers the variants)
+
+PICOS = ["sifa_resnet_pico", "sifa_swin_pico", "c2d_resnet_pico", "c2d_swin_pico"]
+
+
+@pytest.mark.parametrize("variant", PICOS)
+@pytest.mark.parametrize(("field", "value"), [("in_chans", 0), ("num_classes", -1), ("in_chans", 2.0)])
+def test_bad_channel_and_class_counts_are_refused(variant: str, field: str, value: object) -> None:
+    # in_chans=0 built a model that could take no clip; num_classes=-1 silently built an Identity head
+    with pytest.raises(ValueError, match=rf"{variant}: {field} must be an int"):
+        timm.create_model(variant, **{field: value})
+
+
+@pytest.mark.parametrize("variant", PICOS)
+def test_features_only_with_empty_out_indices_names_the_field(variant: str) -> None:
+    with pytest.raises(ValueError, match="out_indices is empty"):  # was "max() arg is an empty sequence"
+        timm.create_model(variant, features_only=True, out_indices=())
+
+
+@pytest.mark.parametrize("variant", ["sifa_swin_pico", "c2d_swin_pico"])
+def test_swin_unpooled_head_with_a_classifier_is_refused(variant: str) -> None:
+    # was a RuntimeError "mat1 and mat2 shapes cannot be multiplied" at the first forward
+    with pytest.raises(ValueError, match="global_pool='' .* needs num_classes=0"):
+        timm.create_model(variant, global_pool="", num_classes=5)
+    model = timm.create_model(variant, num_classes=0, global_pool="")
+    assert model(torch.randn(1, 3, 8, 32, 32)).shape == (1, 64, 4, 8, 8)
+    with pytest.raises(ValueError, match="needs num_classes=0"):
+        model.reset_classifier(5)
+
+
+@pytest.mark.parametrize("pool", ["token", "bogus"])
+def test_swin_unknown_global_pool_is_a_value_error(pool: str) -> None:
+    with pytest.raises(ValueError, match=f"global_pool must be one of .*{pool!r}"):  # was AssertionError
+        timm.create_model("sifa_swin_pico", global_pool=pool)
+    model = timm.create_model("sifa_swin_pico")
+    with pytest.raises(ValueError, match="global_pool must be one of"):
+        model.reset_classifier(3, pool)
+    assert model.num_classes == 400  # the refused reset changed nothing
+
+
+@pytest.mark.parametrize("pool", ["max", "avgmax", "catavgmax"])
+def test_swin_timm_pool_types_still_work(pool: str) -> None:
+    model = timm.create_model("sifa_swin_pico", global_pool=pool, num_classes=5)
+    assert model(torch.randn(1, 3, 8, 32, 32)).shape == (1, 5)
+
+
+@pytest.mark.parametrize("variant", ["sifa_resnet_pico", "c2d_resnet_pico"])
+def test_resnet_num_frames_not_a_multiple_of_early_stride_is_refused_at_build(variant: str) -> None:
+    # built, then refused its own nominal clip (T=8, early_stride=3) at the first forward
+    with pytest.raises(ValueError, match="num_frames=8, early_stride=3"):
+        timm.create_model(variant, early_stride=3)
+    model = timm.create_model(variant, early_stride=3, num_frames=9)
+    assert model(torch.randn(1, 3, 9, 32, 32)).shape[0] == 1
