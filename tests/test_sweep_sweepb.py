@@ -59,3 +59,33 @@ def test_resnet_num_frames_not_a_multiple_of_early_stride_is_refused_at_build(va
         timm.create_model(variant, early_stride=3)
     model = timm.create_model(variant, early_stride=3, num_frames=9)
     assert model(torch.randn(1, 3, 9, 32, 32)).shape[0] == 1
+
+
+def _pico_state() -> dict[str, torch.Tensor]:
+    return {k: v.contiguous() for k, v in timm.create_model("sifa_resnet_pico").state_dict().items()}
+
+
+def test_checkpoint_with_nan_weights_is_refused_naming_the_tensor(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    state = _pico_state()
+    state["fc.weight"] = torch.full_like(state["fc.weight"], float("nan"))  # a diverged run's export
+    path = tmp_path / "diverged.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(ValueError, match=r"diverged\.safetensors: .*'fc\.weight' holds NaN/Inf"):
+        timm.create_model("sifa_resnet_pico", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+
+
+def test_a_file_that_is_no_checkpoint_is_not_called_unsafe(tmp_path) -> None:
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"<html>404 Not Found</html>")  # a failed download saved under the checkpoint's name
+    with pytest.raises(ValueError, match=r"weights\.pth: not a valid checkpoint \(neither a safetensors file nor"):
+        timm.create_model("sifa_resnet_pico", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+
+
+def test_legacy_torch_save_files_still_load(tmp_path) -> None:
+    state = _pico_state()
+    path = tmp_path / "legacy.pth"
+    torch.save({"state_dict": state}, path, _use_new_zipfile_serialization=False)
+    model = timm.create_model("sifa_resnet_pico", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    assert torch.equal(model.conv1.weight, state["conv1.weight"])
