@@ -89,3 +89,55 @@ def test_legacy_torch_save_files_still_load(tmp_path) -> None:
     torch.save({"state_dict": state}, path, _use_new_zipfile_serialization=False)
     model = timm.create_model("sifa_resnet_pico", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     assert torch.equal(model.conv1.weight, state["conv1.weight"])
+
+
+@pytest.fixture(scope="module")
+def hf_pico_dir(tmp_path_factory: pytest.TempPathFactory):
+    from sifa_hub.hf import SifaForVideoClassification
+
+    folder = tmp_path_factory.mktemp("hf_pico")
+    model = SifaForVideoClassification.from_timm(timm.create_model("sifa_resnet_pico"), labels=["a", "b", "c", "d"])
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("cut", [b"garbage!" * 8, None])
+def test_hf_corrupt_or_truncated_weights_name_the_folder(hf_pico_dir, tmp_path, cut: bytes | None) -> None:
+    import shutil
+
+    from sifa_hub.hf import SifaForVideoClassification
+
+    folder = tmp_path / "copy"
+    shutil.copytree(hf_pico_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(cut if cut is not None else weights.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=f"{folder}: the weights file is not a valid safetensors file"):  # was
+        SifaForVideoClassification.from_pretrained(folder)  # a raw SafetensorError
+
+
+def test_hf_unknown_weight_tag_is_refused_without_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sifa_hub.hf import SifaForVideoClassification
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # was: five retries against huggingface.co, then an OSError
+    with pytest.raises(ValueError, match=r"unknown weight tag 'sifa_resnet_pico\.bogus'.*sifa_resnet_pico\.motion4"):
+        SifaForVideoClassification.from_pretrained("sifa_resnet_pico.bogus")
+
+
+@pytest.mark.parametrize(
+    ("labels", "error", "message"),
+    [
+        (torch.tensor([0, 9]), ValueError, r"class index 9, outside \[0, 4\)"),
+        (torch.tensor([-1, 0]), ValueError, r"class index -1, outside \[0, 4\)"),
+        (torch.tensor([0.0, 1.0]), TypeError, "integer class indices"),
+        (torch.tensor([0]), ValueError, r"labels of shape \(1,\) do not match the batch of 2 clips"),
+        ([0, 1], TypeError, "labels must be a torch.Tensor"),
+    ],
+)
+def test_hf_bad_labels_are_refused_before_the_loss(hf_pico_dir, labels, error, message) -> None:
+    from sifa_hub.hf import SifaForVideoClassification
+
+    model = SifaForVideoClassification.from_pretrained(hf_pico_dir).eval()
+    with pytest.raises(error, match=message):  # were IndexError / RuntimeError from inside torch's cross-entropy
+        model(pixel_values=torch.randn(2, 8, 3, 32, 32), labels=labels)
+    out = model(pixel_values=torch.randn(2, 8, 3, 32, 32), labels=torch.tensor([0, 3]))
+    assert torch.isfinite(out.loss)
