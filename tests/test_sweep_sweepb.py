@@ -141,3 +141,53 @@ def test_hf_bad_labels_are_refused_before_the_loss(hf_pico_dir, labels, error, m
         model(pixel_values=torch.randn(2, 8, 3, 32, 32), labels=labels)
     out = model(pixel_values=torch.randn(2, 8, 3, 32, 32), labels=torch.tensor([0, 3]))
     assert torch.isfinite(out.loss)
+
+
+def test_hub_unknown_tag_lists_the_tags() -> None:
+    import os
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with pytest.raises(ValueError, match=r"unknown weight tag 'bogus' for sifa_resnet_pico; its tags: motion4"):
+        torch.hub.load(repo, "sifa_resnet_pico", source="local", tag="bogus")  # was timm's RuntimeError
+
+
+def test_export_target_symlink_and_path_under_a_file_are_named(tmp_path) -> None:
+    from sifa_hub.publish.export import check_export_target
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(ValueError, match="is a symbolic link"):  # was "exists and is not a directory"
+        check_export_target(tmp_path / "link")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"afile' is a file, not a directory"):  # was a raw FileExistsError
+        check_export_target(tmp_path / "afile" / "sub" / "out")
+    assert check_export_target(tmp_path / "new" / "out") == str(tmp_path / "new" / "out")
+
+
+@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"num_classes": 5}])
+def test_export_of_a_model_with_a_new_head_does_not_inherit_the_weights_class_names(tmp_path, kwargs) -> None:
+    import json
+
+    from sifa_hub.publish import export_model
+
+    model = timm.create_model("sifa_resnet_pico", **kwargs)  # its pretrained_cfg names the 4 motion4 classes
+    out = export_model(model, tmp_path / "out")  # was "4 labels given for a model with N classes"
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert out == str(tmp_path / "out")
+    assert config["num_classes"] == kwargs["num_classes"]
+    stored = model.pretrained_cfg["label_names"]
+    assert len(stored) == 4 and not set(stored) & set(config.get("label_names") or [])  # no motion4 name reused
+
+
+def test_export_of_a_float64_model_verifies_and_loads(tmp_path) -> None:
+    from sifa_hub.loading import load_model
+    from sifa_hub.publish import export_model
+
+    model = timm.create_model("sifa_resnet_pico").double().eval()
+    export_model(model, tmp_path / "out")  # the check fed a float32 clip to the float64 model and failed
+    loaded = load_model(f"local-dir:{tmp_path / 'out'}").model.eval()
+    clip = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(clip.to(next(loaded.parameters()).dtype)).double(), model(clip.double()),
+                                   rtol=1e-4, atol=1e-5)  # fmt: skip
