@@ -191,3 +191,20 @@ def test_export_of_a_float64_model_verifies_and_loads(tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(clip.to(next(loaded.parameters()).dtype)).double(), model(clip.double()),
                                    rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
+def test_load_model_unknown_tag_lists_the_tags() -> None:
+    from sifa_hub.loading import load_model
+
+    with pytest.raises(ValueError, match=r"unknown weight tag 'sifa_resnet_pico\.nope'.*sifa_resnet_pico\.motion4"):
+        load_model("sifa_resnet_pico.nope")  # was timm's RuntimeError "Invalid pretrained tag (nope)"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_load_model_on_a_missing_gpu_is_one_clear_error() -> None:
+    from sifa_hub.loading import load_model
+
+    with pytest.raises(ValueError, match="'cuda:1' requested but CUDA is not available"):  # was torch's "Found no
+        load_model("sifa_resnet_pico", device="cuda:1")  # NVIDIA driver" RuntimeError, after building the model
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        load_model("sifa_resnet_pico", device="gpu")
