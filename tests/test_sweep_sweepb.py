@@ -208,3 +208,22 @@ def test_load_model_on_a_missing_gpu_is_one_clear_error() -> None:
         load_model("sifa_resnet_pico", device="cuda:1")  # NVIDIA driver" RuntimeError, after building the model
     with pytest.raises(ValueError, match="unknown device 'gpu'"):
         load_model("sifa_resnet_pico", device="gpu")
+
+
+@pytest.mark.parametrize("dtype", [123, "float99"])
+def test_hf_config_with_a_bad_dtype_names_the_file_and_field(hf_pico_dir, tmp_path, dtype) -> None:
+    import json
+    import shutil
+
+    from sifa_hub.hf import SifaForVideoClassification
+
+    folder = tmp_path / "copy"
+    shutil.copytree(hf_pico_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["dtype"] = dtype
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"{folder / 'config.json'}: dtype must be a torch dtype name"):
+        SifaForVideoClassification.from_pretrained(folder)  # was AttributeError ('int' / module 'torch' ...)
+    config["dtype"] = "bfloat16"
+    (folder / "config.json").write_text(json.dumps(config))
+    assert SifaForVideoClassification.from_pretrained(folder).dtype == torch.bfloat16
