@@ -227,3 +227,17 @@ def test_hf_config_with_a_bad_dtype_names_the_file_and_field(hf_pico_dir, tmp_pa
     config["dtype"] = "bfloat16"
     (folder / "config.json").write_text(json.dumps(config))
     assert SifaForVideoClassification.from_pretrained(folder).dtype == torch.bfloat16
+
+
+def test_export_of_a_one_channel_model_says_how_to_fix_its_stats_then_round_trips(tmp_path) -> None:
+    from sifa_hub.loading import load_model
+    from sifa_hub.publish import export_model
+
+    model = timm.create_model("sifa_swin_pico", in_chans=1, num_classes=3)
+    with pytest.raises(ValueError, match=r"1-channel clips but its pretrained_cfg 'mean' has 3 values.*set model"):
+        export_model(model, tmp_path / "a")  # was "SifaConfig: image_mean has 3 values but num_channels=1"
+    assert not (tmp_path / "a").exists()
+    model.pretrained_cfg = dict(model.pretrained_cfg, mean=(0.45,), std=(0.225,))
+    export_model(model, tmp_path / "b")  # the check clip had 3 channels whatever the model's in_chans
+    loaded = load_model(tmp_path / "b")
+    assert loaded.model.in_chans == 1 and loaded.data_config["mean"] == (0.45,)

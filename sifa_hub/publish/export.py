@@ -315,6 +315,19 @@ def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
     return chosen
 
 
+def _check_channel_stats(model: nn.Module) -> None:
+    """Refuse (with the fix) a model whose ``pretrained_cfg`` mean/std do not have one value per input channel."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    chans = getattr(model, "in_chans", None)
+    for key in ("mean", "std"):
+        value = cfg.get(key)
+        if isinstance(chans, int) and isinstance(value, (list, tuple)) and len(value) != chans:
+            raise ValueError(
+                f"the model takes {chans}-channel clips but its pretrained_cfg {key!r} has {len(value)} values "
+                f"{tuple(value)}: set model.pretrained_cfg[{key!r}] to {chans} value(s) (one per channel) first"
+            )
+
+
 def _prepare(
     model_or_source: nn.Module | str | os.PathLike[str],
     *,
@@ -334,6 +347,7 @@ def _prepare(
         load_metrics(metrics)  # fail before any work
     names = label_list(labels)
     src = load_export_source(model_or_source, **source_args)
+    _check_channel_stats(src.model)
     num_classes = int_attr(src.model, "num_classes")
     if names is None and src.labels is not None:
         names = src.labels
