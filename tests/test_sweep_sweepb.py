@@ -241,3 +241,19 @@ def test_export_of_a_one_channel_model_says_how_to_fix_its_stats_then_round_trip
     export_model(model, tmp_path / "b")  # the check clip had 3 channels whatever the model's in_chans
     loaded = load_model(tmp_path / "b")
     assert loaded.model.in_chans == 1 and loaded.data_config["mean"] == (0.45,)
+
+
+def test_onnx_export_refuses_bad_clips_outputs_and_paths_before_torch_export(tmp_path) -> None:
+    from sifa_hub.deploy import export_onnx, export_program
+
+    swin = timm.create_model("sifa_swin_pico").eval()
+    with pytest.raises(ValueError, match="clip length T=5 must be a positive multiple of early_stride=2"):
+        export_onnx(swin, tmp_path / "s.onnx", num_frames=5, img_size=32)  # was a TorchExportError
+    with pytest.raises(ValueError, match="clip length T=5"):
+        export_program(swin, num_frames=5, img_size=32)
+    features = timm.create_model("sifa_resnet_pico", features_only=True).eval()
+    with pytest.raises(TypeError, match="returns a list, not one"):  # was AttributeError: 'list' ... 'float'
+        export_onnx(features, tmp_path / "f.onnx", num_frames=8, img_size=32)
+    with pytest.raises(ValueError, match="is a directory; pass the .onnx file"):  # was IsADirectoryError
+        export_onnx(swin, tmp_path, num_frames=8, img_size=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
