@@ -66,6 +66,8 @@ def _entrypoint(name: str) -> typing.Callable[..., nn.Module]:
             kwargs["num_classes"] = num_classes
         if num_frames is not None:
             kwargs["num_frames"] = num_frames
+        if tag and tag not in _tags(name):
+            raise ValueError(f"unknown weight tag {tag!r} for {name}; its tags: {', '.join(_tags(name)) or '(none)'}")
         return timm.create_model(f"{name}.{tag}" if tag else name, pretrained=pretrained, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name

@@ -87,6 +87,17 @@ def _exportable(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+def _check_eager(model: nn.Module, x: torch.Tensor) -> None:
+    """Run ``model`` once in eager mode: a clip it refuses (its own message) or an output that is not one tensor
+    (a ``features_only`` model) fails here, not deep inside ``torch.export``."""
+    out = model(x)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"export: {type(model).__name__} returns a {type(out).__name__}, not one (B, N) tensor; export a "
+            "classification or pooled-feature model (num_classes=0), not a features_only one"
+        )
+
+
 def _dynamic_shapes(dynamic_batch: bool) -> tuple[dict[int, torch.export.Dim], ...] | None:
     return ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
 
@@ -111,6 +122,7 @@ def export_program(
     """
     x = example_clip(model, num_frames, img_size, _EXAMPLE_BATCH if dynamic_batch else 1)
     with _exportable(model), torch.no_grad():
+        _check_eager(model, x)
         return torch.export.export(model, (x,), dynamic_shapes=_dynamic_shapes(dynamic_batch))
 
 
@@ -142,7 +154,8 @@ def export_onnx(
         :class:`OnnxExport` describing the file and the verification.
 
     Raises:
-        ValueError: ``dynamo=False`` or ``opset < 16``.
+        ValueError: ``dynamo=False``, ``opset < 16``, ``path`` a directory, or a clip the model refuses.
+        TypeError: the model does not return one tensor (a ``features_only`` model).
         RuntimeError: the onnxruntime outputs differ from eager by more than 1e-4.
     """
     if not dynamo:
@@ -152,8 +165,11 @@ def export_onnx(
         )
     if opset < 16:
         raise ValueError(f"export_onnx: opset must be >= 16 (ONNX GridSample), got {opset}")
+    if os.path.isdir(path):
+        raise ValueError(f"export_onnx: {os.fspath(path)!r} is a directory; pass the .onnx file to write")
     x = example_clip(model, num_frames, img_size, _EXAMPLE_BATCH if dynamic_batch else 1)
     with _exportable(model), torch.no_grad():
+        _check_eager(model, x)
         program = torch.onnx.export(
             model,
             (x,),

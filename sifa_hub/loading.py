@@ -192,6 +192,10 @@ def _create(name: str, **kwargs: Any) -> nn.Module:
 
     from . import models  # noqa: F401  (registers the variants)
 
+    variant, _, tag = name.partition(".")
+    if tag and is_sifa_variant(variant) and name not in timm.list_pretrained(variant):
+        tags = timm.list_pretrained(variant)
+        raise ValueError(f"unknown weight tag {name!r}; registered tags of {variant}: {', '.join(tags) or '(none)'}")
     return timm.create_model(name, **{k: v for k, v in kwargs.items() if v is not None})
 
 
@@ -225,6 +229,9 @@ def load_model(
         labels: class names to use instead of the stored ones.
         **model_kwargs: further constructor arguments (``drop_rate``, ...); ``None`` values are dropped.
     """
+    from .utils.runtime import resolve_device
+
+    target = resolve_device(device)  # before any work: an unknown device or missing CUDA is one clear error
     train_config: dict[str, Any] = {}
     if isinstance(name_or_path, nn.Module):
         model, kind, description, source = name_or_path, "instance", "the model passed in", type(name_or_path).__name__
@@ -251,7 +258,7 @@ def load_model(
                 )
             else:
                 description = f"the weights of `{os.fspath(name_or_path)}`"
-    model = model.to(device).eval()
+    model = model.to(target).eval()
     names = list(labels) if labels is not None else (stored or label_names(model))
     n = int(getattr(model, "num_classes", 0) or 0)
     if n and len(names) != n:

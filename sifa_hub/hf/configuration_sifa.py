@@ -67,6 +67,17 @@ def _error(message: str) -> ValueError:
     return ValueError(_ERROR_PREFIX + message)
 
 
+def _check_dtype(value: Any) -> None:
+    """Refuse a ``dtype`` that transformers would turn into a bare ``AttributeError`` (``123``, ``"float99"``)."""
+    import torch
+
+    if value is None or value == "auto" or isinstance(value, torch.dtype):
+        return
+    name = value.removeprefix("torch.") if isinstance(value, str) else None
+    if name is None or not isinstance(getattr(torch, name, None), torch.dtype):
+        raise _error(f"dtype must be a torch dtype name such as 'float32' or 'bfloat16', got {value!r}")
+
+
 def _family(architecture: str) -> str:
     for family in SIFA_FAMILIES:
         if f"_{family}" in architecture:
@@ -194,6 +205,7 @@ class SifaConfig(PreTrainedConfig):
             self.label2id = {name: i for i, name in self.id2label.items()}
         if self.id2label is None and num_classes is not None and "num_labels" not in kwargs:
             kwargs["num_labels"] = num_classes
+        _check_dtype(kwargs.get("dtype", getattr(self, "dtype", None)))
         super().__post_init__(**kwargs)
         labels: dict[int, str] = {int(i): name for i, name in (self.id2label or {}).items()}
         if sorted(labels) != list(range(len(labels))):

@@ -124,6 +124,24 @@ def _is_weight_tag(name: Any) -> bool:
     return name.startswith(("sifa_", "c2d_")) and name in timm.list_models(name.split(".")[0], pretrained=True)
 
 
+def _check_weight_tag_name(name: Any) -> None:
+    """Refuse ``<SIFA variant>.<tag>`` with an unregistered tag here: it is no Hub id (those hold a ``/``)."""
+    import timm
+
+    if not isinstance(name, str) or "/" in name or "." not in name or os.path.exists(name):
+        return
+    variant = name.split(".")[0]
+    if variant in _entrypoints():
+        tags = timm.list_pretrained(variant) or ["(none)"]
+        raise ValueError(f"unknown weight tag {name!r}; registered tags of {variant}: {', '.join(tags)}")
+
+
+def _safetensors_error_type() -> type[Exception]:
+    from safetensors import SafetensorError
+
+    return cast(type[Exception], SafetensorError)
+
+
 def _create_timm_model(config: SifaConfig, num_classes: int) -> TimmSifaModel:
     """The timm model of ``config.architecture`` (as ``timm.create_model(..., num_classes=...,
     **config.timm_kwargs())``), with clear errors."""
@@ -233,16 +251,23 @@ class SifaPreTrainedModel(PreTrainedModel):
         """
         if _is_weight_tag(pretrained_model_name_or_path):
             return cls._from_weight_tag(pretrained_model_name_or_path, **kwargs)
+        _check_weight_tag_name(pretrained_model_name_or_path)
         strict = kwargs.pop("strict", True)
         want_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
-        model, info = cast(Any, super()).from_pretrained(
-            pretrained_model_name_or_path,
-            *model_args,
-            output_loading_info=True,
-            ignore_mismatched_sizes=True,
-            **kwargs,
-        )
+        try:
+            model, info = cast(Any, super()).from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+                **kwargs,
+            )
+        except _safetensors_error_type() as e:
+            raise ValueError(
+                f"{pretrained_model_name_or_path!s}: the weights file is not a valid safetensors file ({e}); "
+                "re-download or re-export it"
+            ) from None
         classifier = tuple(f"{TIMM_PREFIX}.{name}." for name in model._classifier_names())
         missing = sorted(k for k in info["missing_keys"] if not k.startswith(classifier))
         unexpected = sorted(k for k in info["unexpected_keys"] if not k.startswith(classifier))
@@ -415,6 +440,25 @@ class SifaForVideoClassification(SifaPreTrainedModel):
         self.num_labels = num_labels
         self.post_init()
 
+    def _check_labels(self, labels: Any, logits: torch.Tensor) -> torch.Tensor:
+        """Refuse labels the loss would reject with a raw torch error: wrong type, batch size or class index."""
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor of class indices (B,), got {type(labels).__name__}")
+        if labels.shape[:1] != logits.shape[:1]:
+            shape = tuple(labels.shape)
+            raise ValueError(f"labels of shape {shape} do not match the batch of {logits.shape[0]} clips")
+        if self._single_label() and not labels.is_floating_point() and labels.numel():
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= self.num_labels:
+                bad = high if high >= self.num_labels else low
+                raise ValueError(f"labels hold class index {bad}, outside [0, {self.num_labels}) (num_labels)")
+        elif self._single_label() and labels.is_floating_point() and labels.dim() == 1:
+            raise TypeError(
+                f"labels of dtype {labels.dtype} (B,): single-label classification takes integer class indices "
+                "(labels.long()); set config.problem_type for float targets"
+            )
+        return labels
+
     def _single_label(self) -> bool:
         """Single-label classification: the problem type the reference two-head combination is defined for."""
         problem = self.config.problem_type
@@ -460,7 +504,7 @@ class SifaForVideoClassification(SifaPreTrainedModel):
 
         loss = None
         if labels is not None:
-            labels = labels.to(logits.device)
+            labels = self._check_labels(labels, logits).to(logits.device)
             if head_logits is None:
                 loss = self.loss_function(labels, logits, self.config)
             elif isinstance(self.timm_model, SifaResNet) and self._single_label() and not labels.is_floating_point():

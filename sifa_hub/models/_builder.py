@@ -168,6 +168,17 @@ def load_pretrained(
     model.load_state_dict(filter_fn(state, model, source=source), strict=True)
 
 
+def _check_common_args(variant: str, kwargs: dict[str, Any], feature_cfg: dict[str, Any]) -> None:
+    """Refuse ``in_chans`` / ``num_classes`` / ``out_indices`` values that would build a broken model silently."""
+    for field, low in (("in_chans", 1), ("num_classes", 0)):
+        value = kwargs.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise ValueError(f"{variant}: {field} must be an int >= {low}, got {value!r}")
+    out_indices = kwargs.get("out_indices", feature_cfg.get("out_indices"))
+    if kwargs.get("features_only") and isinstance(out_indices, (list, tuple)) and not out_indices:
+        raise ValueError(f"{variant}: out_indices is empty; give the feature levels to return, e.g. (0, 1)")
+
+
 def build_sifa_model(
     model_cls: Callable[..., ModelT],
     variant: str,
@@ -187,6 +198,7 @@ def build_sifa_model(
         kwargs: model arguments, plus timm's ``pretrained_cfg``, ``pretrained_cfg_overlay``, ``features_only``,
             ``out_indices``, ``cache_dir``.
     """
+    _check_common_args(variant, kwargs, feature_cfg or {})
     pretrained_cfg = resolve_pretrained_cfg(
         variant,
         pretrained_cfg=kwargs.pop("pretrained_cfg", None),

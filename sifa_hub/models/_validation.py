@@ -41,7 +41,16 @@ def _load_safetensors(path: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: not a valid checkpoint (safetensors: {e})") from None
 
 
+def _looks_like_torch(path: str) -> bool:
+    """torch files are zip archives (``torch.save``) or legacy pickles (protocol 2+ starts with ``0x80``)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == _ZIP_MAGIC or head[:1] == b"\x80"
+
+
 def _load_torch(path: str) -> Any:
+    if not _looks_like_torch(path):
+        raise ValueError(f"{path}: not a valid checkpoint (neither a safetensors file nor a torch.save file)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -68,8 +77,8 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: ``"<path>: not a valid checkpoint (...)"`` for an empty, truncated, corrupt or unsafe file,
-            or one that holds no tensors.
+        ValueError: ``"<path>: not a valid checkpoint (...)"`` for an empty, truncated, corrupt or unsafe file, one
+            that holds no tensors, or one with NaN/Inf weights.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -78,14 +87,22 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path}: not a valid checkpoint (the file is empty)")
     if path.endswith(".safetensors") or _looks_like_safetensors(path):
-        return _load_safetensors(path)
+        return _check_finite(_load_safetensors(path), path)
     checkpoint = _load_torch(path)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{path}: not a valid checkpoint (it holds a {type(checkpoint).__name__}, not a state dict)")
     state = unwrap_state_dict(checkpoint)
     if not state:
         raise ValueError(f"{path}: not a valid checkpoint (no tensors in it)")
-    return state
+    return _check_finite(state, path)
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
+    """Refuse weights with NaN/Inf values: the model would predict NaN for every clip."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{path}: not a valid checkpoint (tensor {name!r} holds NaN/Inf values)")
+    return dict(state)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -235,6 +252,8 @@ def validate_model_config(cfg: Any, source: str) -> dict[str, Any]:
         _positive_int(model_args["early_stride"], "model_args.early_stride", source)
     if "num_frames" in model_args:
         _positive_int(model_args["num_frames"], "model_args.num_frames", source)
+    if "early_stride" in model_args:  # before building: the constructor's own error would not name the field
+        _check_frames(cfg, model_args, model_args["early_stride"], source)
     model = _build_meta(arch, model_args, source)
     _check_frames(cfg, model_args, int(getattr(model, "early_stride", 1)), source)
     num_classes = cfg.get("num_classes", model_args.get("num_classes", getattr(model, "num_classes", 0)))

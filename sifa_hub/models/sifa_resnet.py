@@ -249,10 +249,10 @@ def _check_args(layers: Sequence[int], sifa_kernel: Sequence[int], num_frames: i
         raise ValueError(f"SifaResNet: layers must be 4 positive block counts, got {tuple(layers)}")
     if len(sifa_kernel) != 4:
         raise ValueError(f"SifaResNet: sifa_kernel must have 4 entries (one per stage), got {sifa_kernel}")
-    if early_stride < 1 or num_frames < 2 * early_stride:
+    if early_stride < 1 or num_frames < 2 * early_stride or num_frames % early_stride:
         raise ValueError(
-            f"SifaResNet: need early_stride >= 1 and num_frames >= 2·early_stride (the dual head pools time "
-            f"by 2), got num_frames={num_frames}, early_stride={early_stride}"
+            f"SifaResNet: need early_stride >= 1 and num_frames a multiple of early_stride, at least 2·early_stride "
+            f"(the dual head pools time by 2), got num_frames={num_frames}, early_stride={early_stride}"
         )
 
 

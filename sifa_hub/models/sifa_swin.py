@@ -259,6 +259,17 @@ class SifaSwinStage(nn.Module):
         return self.blocks(x)
 
 
+_POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "")
+
+
+def _check_pool(global_pool: str | None, num_classes: int) -> None:
+    """Refuse a head pooling that :class:`~timm.layers.ClassifierHead` cannot build or feed a classifier with."""
+    if global_pool is not None and global_pool not in _POOL_TYPES:
+        raise ValueError(f"SifaSwinTransformer: global_pool must be one of {_POOL_TYPES}, got {global_pool!r}")
+    if global_pool == "" and num_classes > 0:
+        raise ValueError("SifaSwinTransformer: global_pool='' (unpooled maps) needs num_classes=0 (no classifier)")
+
+
 def _check_args(
     size: tuple[int, int],
     patch_size: int,
@@ -343,6 +354,7 @@ class SifaSwinTransformer(nn.Module):
         size: tuple[int, int] = to_2tuple(img_size)
         depths, num_heads = tuple(depths), tuple(num_heads)
         dims = _check_args(size, patch_size, embed_dim, depths, num_heads, num_frames, early_stride)
+        _check_pool(global_pool, num_classes)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.img_size = size
@@ -428,6 +440,7 @@ class SifaSwinTransformer(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier (``num_classes=0``: ``forward`` returns pooled features ``(B, C)``)."""
+        _check_pool(global_pool if global_pool is not None else self.global_pool, num_classes)
         self.num_classes = num_classes
         self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features)
         self.head_hidden_size = self.head.num_features
