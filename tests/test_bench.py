@@ -192,6 +192,19 @@ def test_render_models_names_a_bad_file(tmp_path) -> None:
         bench.render_models(str(bad))
 
 
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_naive_yardstick_is_sifa(dilation: int) -> None:
+    """The op benchmark's naive baseline computes the operator (one group, no softmax), values and gradients."""
+    x, off = op_bench.op_inputs(6, 5, 2, 3, 0.7, torch.device("cpu"))
+    x, off = x.double().requires_grad_(), off.double().requires_grad_()
+    y = op_bench.naive_sifa(x, off, dilation=dilation)
+    ref = sifa_hub.ops.sifa_attention(x, off, dilation=dilation, backend="reference")
+    assert torch.allclose(y, ref, atol=1e-12)
+    grads = torch.autograd.grad(y.square().sum(), (x, off))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (x, off))
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(grads, ref_grads))
+
+
 def test_run_op_tiny_rows(tmp_path) -> None:
     lines: list[str] = []
     rows = bench.run_op(

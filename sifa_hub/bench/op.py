@@ -5,10 +5,13 @@ C=128@28², C=256@14², C=512@7², K=3, random offsets (N(0, 0.5²) px, so sampl
 
 Methods, timed in interleaved rounds in one process (median over rounds; ``clock="cpu"`` times with the process's
 CPU time instead of wall time, robust to other processes on a shared machine but only meaningful with one thread).
-Every SIFA method is a backend of :func:`sifa_hub.ops.sifa_attention`; the benchmark has no operator of its own:
+Every SIFA method except ``naive`` is a backend of :func:`sifa_hub.ops.sifa_attention`:
 
+* ``naive``: the obvious pure-PyTorch algorithm (:func:`naive_sifa`): all K² samples of all T-1 steps
+  materialised by one ``F.grid_sample`` call, correlation and aggregation as broadcast products, autograd
+  through it — the yardstick every ``×`` ratio divides by;
 * ``reference``: the spec step by step (:mod:`sifa_hub.ops.reference`; all K² samples of a step materialised,
-  autograd through it) — the slow yardstick;
+  autograd through it) — the test oracle, slower still;
 * ``torch``: the default pure-PyTorch backend (per-k ``grid_sample``, samples recomputed in backward);
 * ``fused``: the C++ kernel on CPU, the Triton kernels on CUDA;
 * yardsticks on the same tensor: ``copy`` (``x.clone()``) and a depthwise 3×3 conv, as the models run it
@@ -39,15 +42,25 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..ops import selected_backend, sifa_attention
 from ..utils.io import atomic_write_json
 from ..utils.runtime import resolve_device, synchronize
 
-__all__ = ["SHAPES", "SIFA_METHODS", "frames_channels_last", "op_inputs", "op_methods", "run_op", "time_methods"]
+__all__ = [
+    "SHAPES",
+    "SIFA_METHODS",
+    "frames_channels_last",
+    "naive_sifa",
+    "op_inputs",
+    "op_methods",
+    "run_op",
+    "time_methods",
+]
 
 SHAPES: tuple[tuple[int, int], ...] = ((128, 28), (256, 14), (512, 7))  # (C, H = W) of the R50 SIFA blocks
-SIFA_METHODS = ("reference", "torch", "fused")
+SIFA_METHODS = ("naive", "reference", "torch", "fused")
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -59,6 +72,35 @@ def op_inputs(
     x = torch.randn(batch, channels, frames, size, size, generator=gen).to(device)
     off = (torch.randn(batch, 18, frames - 1, size, size, generator=gen) * offset_std).to(device)
     return x, off
+
+
+def naive_sifa(x: torch.Tensor, offsets: torch.Tensor, kernel_size: int = 3, dilation: int = 1) -> torch.Tensor:
+    """SIFA (one group, no softmax) the obvious way: one ``grid_sample`` for all K² keys of all T-1 steps.
+
+    Args:
+        x: ``(B, C, T, H, W)`` features, ``T >= 2``.
+        offsets: ``(B, 2K², T-1, H, W)`` offsets of the key frames 1..T-1 (row, column per kernel position).
+
+    Returns:
+        ``(B, C, T, H, W)``, the last frame zero.
+    """
+    b, c, t, h, w = x.shape
+    k2, n = kernel_size * kernel_size, b * (t - 1)
+    pad = (dilation * (kernel_size - 1) + 1) // 2
+    query = x[:, :, :-1].transpose(1, 2).reshape(n, c, h, w)  # (N, C, H, W), N = B·(T-1)
+    keys = x[:, :, 1:].transpose(1, 2).reshape(n, c, h, w)
+    off = offsets.transpose(1, 2).reshape(n, k2, 2, h, w)
+    k = torch.arange(k2, device=x.device)
+    rows = (k // kernel_size * dilation - pad).view(k2, 1, 1) + torch.arange(h, device=x.device).view(1, h, 1)
+    cols = (k % kernel_size * dilation - pad).view(k2, 1, 1) + torch.arange(w, device=x.device).view(1, 1, w)
+    pos_h, pos_w = off[:, :, 0] + rows, off[:, :, 1] + cols  # (N, K², H, W) in pixels
+    grid = torch.stack((pos_w * 2 / max(w - 1, 1) - 1, pos_h * 2 / max(h - 1, 1) - 1), -1)
+    grid = grid.permute(0, 2, 3, 1, 4).reshape(n, h, w * k2, 2)  # (N, H, W·K², 2) normalised (x, y)
+    samples = F.grid_sample(keys, grid, align_corners=True).view(n, c, h, w, k2)  # (N, C, H, W, K²)
+    corr = (query.unsqueeze(-1) * samples).sum(1, keepdim=True) / c  # (N, 1, H, W, K²)
+    y = torch.zeros_like(x)
+    y[:, :, :-1] = (corr * samples).sum(-1).view(b, t - 1, c, h, w).transpose(1, 2)
+    return y
 
 
 def frames_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -74,6 +116,7 @@ def op_methods(channels: int, device: torch.device) -> dict[str, Method]:
     dw2d = torch.nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
     dw3d, dw2d = dw3d.to(device), dw2d.to(device).to(memory_format=torch.channels_last)
     return {
+        "naive": naive_sifa,
         "reference": lambda a, o: sifa_attention(a, o, backend="reference"),
         "torch": lambda a, o: sifa_attention(a, o, backend="torch"),
         "fused": lambda a, o: sifa_attention(a, o, backend=fused),
@@ -193,13 +236,13 @@ def _max_errors(x: torch.Tensor, off: torch.Tensor) -> dict[str, float]:
 def _format_row(row: dict[str, Any]) -> str:
     med = row["median_s"]
     lines = [
-        f"{row['shape']}  (median ms; × = reference / method; for yardsticks f = fused / yardstick)",
+        f"{row['shape']}  (median ms; × = naive / method; for yardsticks f = fused / yardstick)",
         f"  {'method':9s} {'fwd':>8s} {'fwd+bwd':>8s} {'fwd':>7s} {'fwd+bwd':>7s}  memory (feature maps)   max err",
     ]
     for key in (*SIFA_METHODS, "dw3d", "dw2d_cl", "copy"):
         fwd, fb = med[f"{key}/fwd"], med.get(f"{key}/fwdbwd")
         if key in SIFA_METHODS:
-            r_fwd, r_fb = f"{med['reference/fwd'] / fwd:6.1f}×", f"{med['reference/fwdbwd'] / fb:6.1f}×"
+            r_fwd, r_fb = f"{med['naive/fwd'] / fwd:6.1f}×", f"{med['naive/fwdbwd'] / fb:6.1f}×"
         else:
             r_fwd, r_fb = f"{med['fused/fwd'] / fwd:6.1f}f", f"{med['fused/fwdbwd'] / fb:6.1f}f" if fb else ""
         mem = row["memory_fmaps"].get(key)

@@ -77,6 +77,22 @@ struct Scratch {
   }
 };
 
+// Dot products accumulate in kLanes independent partial sums (one vector register), reduced by a tree once
+// per loop. (With `omp simd reduction` GCC spills the vector to the stack and adds its lanes one by one after
+// every loop, which cost more than the loop itself at C = 128.)
+constexpr int64_t kLanes = 16;
+
+template <typename scalar_t>
+struct Lanes {
+  scalar_t v[kLanes] = {};
+  scalar_t sum() const {
+    scalar_t a[kLanes / 2];
+    for (int i = 0; i < 8; ++i) a[i] = v[i] + v[i + 8];
+    for (int i = 0; i < 4; ++i) a[i] += a[i + 4];
+    return (a[0] + a[2]) + (a[1] + a[3]);
+  }
+};
+
 // s[c] = Σ_j w_j v_j[c] for c in [0, n), stored to `out`; dot_q = Σ q·s, dot_r = Σ r·s (r may be null).
 template <typename scalar_t>
 inline void sample_dot(const scalar_t* __restrict__ v0, const scalar_t* __restrict__ v1,
@@ -84,25 +100,50 @@ inline void sample_dot(const scalar_t* __restrict__ v0, const scalar_t* __restri
                        const scalar_t* __restrict__ q, const scalar_t* __restrict__ r, scalar_t* __restrict__ out,
                        int64_t n, scalar_t& dot_q, scalar_t& dot_r) {
   const scalar_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-  scalar_t aq = 0, ar = 0;
+  Lanes<scalar_t> aq, ar;
+  int64_t c = 0;
   if (r == nullptr) {
-#pragma omp simd reduction(+ : aq)
-    for (int64_t c = 0; c < n; ++c) {
-      const scalar_t s = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
-      out[c] = s;
-      aq += q[c] * s;
-    }
+    for (; c + kLanes <= n; c += kLanes)
+      for (int64_t i = 0; i < kLanes; ++i) {
+        const scalar_t s = w0 * v0[c + i] + w1 * v1[c + i] + w2 * v2[c + i] + w3 * v3[c + i];
+        out[c + i] = s;
+        aq.v[i] += q[c + i] * s;
+      }
   } else {
-#pragma omp simd reduction(+ : aq, ar)
-    for (int64_t c = 0; c < n; ++c) {
-      const scalar_t s = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
-      out[c] = s;
-      aq += q[c] * s;
-      ar += r[c] * s;
-    }
+    for (; c + kLanes <= n; c += kLanes)
+      for (int64_t i = 0; i < kLanes; ++i) {
+        const scalar_t s = w0 * v0[c + i] + w1 * v1[c + i] + w2 * v2[c + i] + w3 * v3[c + i];
+        out[c + i] = s;
+        aq.v[i] += q[c + i] * s;
+        ar.v[i] += r[c + i] * s;
+      }
   }
-  dot_q = aq;
-  dot_r = ar;
+  for (; c < n; ++c) {
+    const scalar_t s = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+    out[c] = s;
+    aq.v[0] += q[c] * s;
+    if (r != nullptr) ar.v[0] += r[c] * s;
+  }
+  dot_q = aq.sum();
+  dot_r = ar.sum();
+}
+
+// out[c] = w · v[c] for c in [0, n); returns Σ q·out (a sample on integer coordinates: one corner).
+template <typename scalar_t>
+inline scalar_t scaled_dot(const scalar_t* __restrict__ v, scalar_t w, const scalar_t* __restrict__ q,
+                           scalar_t* __restrict__ out, int64_t n) {
+  Lanes<scalar_t> acc;
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes)
+    for (int64_t i = 0; i < kLanes; ++i) {
+      out[c + i] = w * v[c + i];
+      acc.v[i] += q[c + i] * out[c + i];
+    }
+  for (; c < n; ++c) {
+    out[c] = w * v[c];
+    acc.v[0] += q[c] * out[c];
+  }
+  return acc.sum();
 }
 
 // Tasks smaller than this many channel-sample products run on the calling thread: a parallel region costs
@@ -234,15 +275,7 @@ void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_c
             if (used == 0) {
               std::fill(s + c0, s + c0 + Cg, scalar_t(0));
             } else if (used == 1) {
-              const scalar_t* __restrict__ v0 = v[0] + c0;
-              const scalar_t* __restrict__ qq = q + c0;
-              scalar_t* __restrict__ ss = s + c0;
-              const scalar_t w0 = wt[0];
-#pragma omp simd reduction(+ : dq)
-              for (int64_t c = 0; c < Cg; ++c) {
-                ss[c] = w0 * v0[c];
-                dq += qq[c] * ss[c];
-              }
+              dq = scaled_dot<scalar_t>(v[0] + c0, wt[0], q + c0, s + c0, Cg);
             } else {
               sample_dot<scalar_t>(v[0] + c0, v[1] + c0, v[2] + c0, v[3] + c0, wt, q + c0, nullptr, s + c0, Cg,
                                    dq, unused);
@@ -280,9 +313,8 @@ inline void sample_grads(const scalar_t* __restrict__ s, const scalar_t* __restr
   scalar_t* __restrict__ g2 = gv[2];
   scalar_t* __restrict__ g3 = gv[3];
   const scalar_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-  scalar_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-#pragma omp simd reduction(+ : d0, d1, d2, d3)
-  for (int64_t c = 0; c < n; ++c) {
+  Lanes<scalar_t> d0, d1, d2, d3;
+  auto step = [&](int64_t c, int64_t lane) {
     const scalar_t gs = wk * go[c] + gc * q[c];
     dq[c] += gc * s[c];
     g0[c] += w0 * gs;
@@ -290,16 +322,22 @@ inline void sample_grads(const scalar_t* __restrict__ s, const scalar_t* __restr
     g2[c] += w2 * gs;
     g3[c] += w3 * gs;
     if (NEED_OFF) {
-      d0 += gs * v0[c];
-      d1 += gs * v1[c];
-      d2 += gs * v2[c];
-      d3 += gs * v3[c];
+      d0.v[lane] += gs * v0[c];
+      d1.v[lane] += gs * v1[c];
+      d2.v[lane] += gs * v2[c];
+      d3.v[lane] += gs * v3[c];
     }
+  };
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes)
+    for (int64_t i = 0; i < kLanes; ++i) step(c + i, i);
+  for (; c < n; ++c) step(c, 0);
+  if (NEED_OFF) {
+    corner_dots[0] += d0.sum();
+    corner_dots[1] += d1.sum();
+    corner_dots[2] += d2.sum();
+    corner_dots[3] += d3.sum();
   }
-  corner_dots[0] += d0;
-  corner_dots[1] += d1;
-  corner_dots[2] += d2;
-  corner_dots[3] += d3;
 }
 
 template <typename scalar_t>
