@@ -313,8 +313,9 @@ inline void sample_grads(const scalar_t* __restrict__ s, const scalar_t* __restr
   scalar_t* __restrict__ g2 = gv[2];
   scalar_t* __restrict__ g3 = gv[3];
   const scalar_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-  Lanes<scalar_t> d0, d1, d2, d3;
-  auto step = [&](int64_t c, int64_t lane) {
+  scalar_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+  for (int64_t c = 0; c < n; ++c) {
     const scalar_t gs = wk * go[c] + gc * q[c];
     dq[c] += gc * s[c];
     g0[c] += w0 * gs;
@@ -322,22 +323,16 @@ inline void sample_grads(const scalar_t* __restrict__ s, const scalar_t* __restr
     g2[c] += w2 * gs;
     g3[c] += w3 * gs;
     if (NEED_OFF) {
-      d0.v[lane] += gs * v0[c];
-      d1.v[lane] += gs * v1[c];
-      d2.v[lane] += gs * v2[c];
-      d3.v[lane] += gs * v3[c];
+      d0 += gs * v0[c];
+      d1 += gs * v1[c];
+      d2 += gs * v2[c];
+      d3 += gs * v3[c];
     }
-  };
-  int64_t c = 0;
-  for (; c + kLanes <= n; c += kLanes)
-    for (int64_t i = 0; i < kLanes; ++i) step(c + i, i);
-  for (; c < n; ++c) step(c, 0);
-  if (NEED_OFF) {
-    corner_dots[0] += d0.sum();
-    corner_dots[1] += d1.sum();
-    corner_dots[2] += d2.sum();
-    corner_dots[3] += d3.sum();
   }
+  corner_dots[0] += d0;
+  corner_dots[1] += d1;
+  corner_dots[2] += d2;
+  corner_dots[3] += d3;
 }
 
 template <typename scalar_t>
