@@ -25,7 +25,7 @@ def test_tiny_op_and_models_sections_write_both_reports(tmp_path) -> None:
     assert data["sections"] == ["op", "models"] and set(data["results"]) == {"op", "models"}
     (op_row,) = data["results"]["op"]["rows"]
     assert op_row["fused_gbps"] > 0 and op_row["copy_gbps"] > 0
-    assert set(op_row["fused_vs_reference"]) == {"fwd", "fwdbwd"}
+    assert set(op_row["fused_vs_naive"]) == {"fwd", "fwdbwd"}
     rows = data["results"]["models"]["rows"]
     assert [(r["model"], r["mode"]) for r in rows] == [
         ("sifa_resnet_pico", "infer"), ("sifa_resnet_pico", "train"), ("sifa_swin_pico", "infer"),
