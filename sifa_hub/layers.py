@@ -116,6 +116,13 @@ class SIFA(nn.Module):
             backend=self.backend,
         )
 
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W, C)`` → ``(B, T, H, W, C)`` (channels-last tokens, e.g. Swin's), same result as
+        :meth:`forward`. The operator gets the ``(B, C, T, H, W)`` view and keeps its layout: no copies."""
+        if x.dim() != 5 or x.shape[-1] != self.channels:
+            raise ValueError(f"SIFA expects (B, T, H, W, C={self.channels}) tokens, got shape {tuple(x.shape)}")
+        return self(x.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)
+
     def extra_repr(self) -> str:
         return (
             f"{self.channels}, kernel_size={self.kernel_size}, dilation={self.dilation}, groups={self.groups}, "

@@ -7,6 +7,7 @@ from .functional import (
     build_kernels,
     selected_backend,
     sifa_attention,
+    sifa_attention_channels_last,
     validate_sifa_inputs,
 )
 from .reference import sifa_attention_reference
@@ -18,6 +19,7 @@ __all__ = [
     "build_kernels",
     "selected_backend",
     "sifa_attention",
+    "sifa_attention_channels_last",
     "sifa_attention_reference",
     "validate_sifa_inputs",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "build_kernels",
     "selected_backend",
     "sifa_attention",
+    "sifa_attention_channels_last",
     "validate_sifa_inputs",
 ]
 
@@ -230,3 +231,36 @@ def sifa_attention(
     with torch.autocast(x.device.type, enabled=False):
         y = impl(x, offsets, kernel_size, dilation, groups, normalize == "softmax")
     return y.to(in_dtype)
+
+
+def sifa_attention_channels_last(
+    x: torch.Tensor,
+    offsets: torch.Tensor | None = None,
+    kernel_size: int = 3,
+    dilation: int = 1,
+    groups: int = 1,
+    normalize: str | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """:func:`sifa_attention` on channels-last tokens: ``(B, T, H, W, C)`` in, ``(B, T, H, W, C)`` out.
+
+    The entry for models whose features are channels-last (Swin tokens). It hands the operator the
+    ``(B, C, T, H, W)`` view of ``x`` (``channels_last_3d`` strides); the fused CPU kernel works on that layout in
+    place and returns the same layout, so a contiguous ``x`` costs no copy in or out.
+
+    Args:
+        x: ``(B, T, H, W, C)`` features.
+        offsets: ``(B, T, H, W, 2K²)`` or ``(B, T-1, H, W, 2K²)`` offsets of the key frames (channel ``2k`` rows,
+            ``2k + 1`` columns, as in :func:`sifa_attention`), or ``None`` for zero offsets.
+        kernel_size, dilation, groups, normalize, backend: as in :func:`sifa_attention`.
+
+    Returns:
+        ``(B, T, H, W, C)``: frame ``t`` holds the aggregation of frame ``t+1``; the last frame is zero.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 5:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"sifa_attention_channels_last: x must be (B, T, H, W, C) (5-D), got {shape}")
+    if offsets is not None and isinstance(offsets, torch.Tensor) and offsets.dim() == 5:
+        offsets = offsets.permute(0, 4, 1, 2, 3)
+    y = sifa_attention(x.permute(0, 4, 1, 2, 3), offsets, kernel_size, dilation, groups, normalize, backend)
+    return y.permute(0, 2, 3, 4, 1)
