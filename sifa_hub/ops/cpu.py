@@ -9,6 +9,11 @@ built at import time; ``sifa-hub build-kernels`` (:func:`sifa_hub.ops.build_kern
 build needs a C++ compiler and ``ninja``; ninja is looked up on ``PATH`` and next to the running Python (a
 virtual environment's ``bin/``, even when it is not activated).
 
+The kernel works on channels-last tensors (``(B, T, H, W, C)``): a ``(B, C, T, H, W)`` input in
+``torch.channels_last_3d`` memory format (the layout of SIFA-Net's trunk, and the view
+:func:`sifa_hub.ops.sifa_attention_channels_last` hands over for Swin's tokens) costs no copy, and the output
+keeps that layout. Other layouts are copied once into it, and the output comes back contiguous.
+
 Kernels are registered as the custom ops ``sifa_hub::cpu_forward`` / ``sifa_hub::cpu_backward``.
 """
 
@@ -23,7 +28,7 @@ from types import ModuleType
 from torch import Tensor
 
 from .build import ExtensionSpec, KernelBuildError, build_extension, import_extension, is_built
-from .custom_ops import register_fused_op
+from .custom_ops import keeps_channels_last, register_fused_op
 
 __all__ = ["cpu_extension_spec", "cpu_loaded", "cpu_status", "load_extension", "sifa_attention_cpu"]
 
@@ -140,8 +145,25 @@ def _extension() -> ModuleType:
     return module
 
 
+def _channels_last(t: Tensor) -> Tensor:
+    """``(B, C, T, H, W)`` → contiguous ``(B, T, H, W, C)``: a view of a channels_last_3d tensor, else one copy."""
+    cl = t.permute(0, 2, 3, 4, 1)
+    if cl.is_contiguous():
+        return cl
+    return _extension().transpose_channels(t, True)
+
+
+def _like(y_cl: Tensor, t: Tensor) -> Tensor:
+    """``(B, T, H, W, C)`` result → ``(B, C, T, H, W)`` in ``t``'s layout (:func:`keeps_channels_last`)."""
+    if keeps_channels_last(t):
+        return y_cl.permute(0, 4, 1, 2, 3)
+    return _extension().transpose_channels(y_cl, False)
+
+
 def _forward(x: Tensor, offsets: Tensor | None, kernel_size: int, dilation: int, groups: int, softmax: bool) -> Tensor:
-    return _extension().forward(x, offsets, kernel_size, dilation, groups, softmax)
+    off = None if offsets is None else _channels_last(offsets)
+    y = _extension().forward(_channels_last(x), off, kernel_size, dilation, groups, softmax)
+    return _like(y, x)
 
 
 def _backward(
@@ -154,11 +176,16 @@ def _backward(
     softmax: bool,
     need_offsets: bool,
 ) -> tuple[Tensor, Tensor]:
-    grad_x, grad_off = _extension().backward(grad_y, x, offsets, kernel_size, dilation, groups, softmax, need_offsets)
-    return grad_x, grad_off
+    off = None if offsets is None else _channels_last(offsets)
+    grad_x, grad_off = _extension().backward(
+        _channels_last(grad_y), _channels_last(x), off, kernel_size, dilation, groups, softmax, need_offsets
+    )
+    if offsets is not None and grad_off.dim() == 5:
+        grad_off = _like(grad_off, offsets)
+    return _like(grad_x, x), grad_off
 
 
-_cpu_op = register_fused_op("cpu", _forward, _backward, "cpu")
+_cpu_op = register_fused_op("cpu", _forward, _backward, "cpu", keep_channels_last=True)
 
 
 def sifa_attention_cpu(
@@ -175,6 +202,7 @@ def sifa_attention_cpu(
         softmax: softmax over the K² keys (the ``normalize="softmax"`` deviation).
 
     Returns:
-        ``(B, C, T, H, W)``, last frame zero.
+        ``(B, C, T, H, W)``, last frame zero; ``channels_last_3d`` when ``x`` is (see :func:`keeps_channels_last`),
+        contiguous otherwise.
     """
     return _cpu_op(x, offsets, kernel_size, dilation, groups, softmax)

@@ -1,8 +1,13 @@
 // Fused SIFA operator for CPU: forward and backward in one pass over the pixels, no K²-fold tensors.
 //
-// Layout. x, y, grad_y, grad_x and offsets stay in PyTorch's (B, C, T, H, W) layout; the key frames 1..T-1
-// are copied once to channels-last (B, T-1, H, W, C) so that the four bilinear corners of a sample are four
-// contiguous C-vectors. Queries and output rows are transposed through small per-thread (W, C) buffers.
+// Layout. Every tensor is channels-last and contiguous: x, y, grad_y and grad_x are (B, T, H, W, C), the offsets
+// and their gradient (B, T-1, H, W, 2K²). A query, an output pixel and each of the four bilinear corners of a
+// sample are then contiguous C-vectors, read and written in place (the Python wrapper hands these tensors over
+// as views of channels_last_3d inputs, or makes one copy of other layouts).
+//
+// Vectors. The channel loops use GCC/Clang vector types of 64 bytes (16 floats, 8 doubles): one AVX-512
+// register, two AVX2 registers, four SSE registers, whatever the build targets; channels beyond the last full
+// vector run a scalar tail.
 //
 // Work split. Forward: one task per (step, row), every pixel writes only its own output. Backward: the
 // scatter of a pixel's sample gradients into its key frame touches rows h - P - M .. h + d(K-1) - P + M + 1
@@ -16,141 +21,46 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace {
 
 template <typename scalar_t>
-inline void axpy(scalar_t alpha, const scalar_t* __restrict__ a, scalar_t* __restrict__ out, int64_t n) {
-#pragma omp simd
-  for (int64_t c = 0; c < n; ++c) out[c] += alpha * a[c];
-}
-
-// One bilinear sample point: its four corners (offset of the corner's C-vector in the channels-last key
-// frame, bilinear weight, d weight / d row, d weight / d column); `inside[j]` is false for corners outside the
-// frame, which read 0 (their weights are 0 too).
-template <typename scalar_t>
-struct Corners {
-  bool any = false;
-  bool inside[4] = {false, false, false, false};
-  int64_t index[4] = {0, 0, 0, 0};
-  scalar_t weight[4] = {0, 0, 0, 0};
-  scalar_t d_row[4] = {0, 0, 0, 0};
-  scalar_t d_col[4] = {0, 0, 0, 0};
+struct Vec {
+  typedef scalar_t type __attribute__((vector_size(64)));
+  static constexpr int64_t size = 64 / sizeof(scalar_t);
 };
 
-// Corners of the sample at (row, col) in an H x W frame whose pixels are C-vectors. Points on integer
-// coordinates take the derivative from the right, as grid_sample (the corner of weight 0 is still inside).
 template <typename scalar_t>
-inline Corners<scalar_t> corners(scalar_t row, scalar_t col, int64_t H, int64_t W, int64_t C) {
-  Corners<scalar_t> out;
-  if (!(row >= -1 && row < H && col >= -1 && col < W)) return out;  // no corner in the frame
-  const scalar_t r0f = std::floor(row), c0f = std::floor(col);
-  const int64_t r0 = static_cast<int64_t>(r0f), c0 = static_cast<int64_t>(c0f);
-  const scalar_t lr = row - r0f, lc = col - c0f;
-  for (int j = 0; j < 4; ++j) {
-    const int dr = j >> 1, dc = j & 1;
-    const int64_t r = r0 + dr, c = c0 + dc;
-    if (r < 0 || r >= H || c < 0 || c >= W) continue;
-    const scalar_t wr = dr ? lr : 1 - lr, wc = dc ? lc : 1 - lc;
-    out.any = true;
-    out.inside[j] = true;
-    out.index[j] = (r * W + c) * C;
-    out.weight[j] = wr * wc;
-    out.d_row[j] = (dr ? 1 : -1) * wc;
-    out.d_col[j] = wr * (dc ? 1 : -1);
-  }
-  return out;
+using vec_t = typename Vec<scalar_t>::type;
+
+template <typename scalar_t>
+inline vec_t<scalar_t> load(const scalar_t* p) {
+  vec_t<scalar_t> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
 }
 
-// Per-thread scratch: a zero C-vector read in place of outside corners, and four C-vectors that absorb the
-// gradients of outside corners.
 template <typename scalar_t>
-struct Scratch {
-  std::vector<scalar_t> zeros, sink;
-  explicit Scratch(int64_t C) : zeros(C, 0), sink(4 * C, 0) {}
-  const scalar_t* value(const Corners<scalar_t>& cs, int j, const scalar_t* keys) const {
-    return cs.inside[j] ? keys + cs.index[j] : zeros.data();
-  }
-  scalar_t* grad(const Corners<scalar_t>& cs, int j, scalar_t* grad_keys, int64_t C) {
-    return cs.inside[j] ? grad_keys + cs.index[j] : sink.data() + j * C;
-  }
-};
-
-// Dot products accumulate in kLanes independent partial sums (one vector register), reduced by a tree once
-// per loop. (With `omp simd reduction` GCC spills the vector to the stack and adds its lanes one by one after
-// every loop, which cost more than the loop itself at C = 128.)
-constexpr int64_t kLanes = 16;
-
-template <typename scalar_t>
-struct Lanes {
-  scalar_t v[kLanes] = {};
-  scalar_t sum() const {
-    scalar_t a[kLanes / 2];
-    for (int i = 0; i < 8; ++i) a[i] = v[i] + v[i + 8];
-    for (int i = 0; i < 4; ++i) a[i] += a[i + 4];
-    return (a[0] + a[2]) + (a[1] + a[3]);
-  }
-};
-
-// s[c] = Σ_j w_j v_j[c] for c in [0, n), stored to `out`; dot_q = Σ q·s, dot_r = Σ r·s (r may be null).
-template <typename scalar_t>
-inline void sample_dot(const scalar_t* __restrict__ v0, const scalar_t* __restrict__ v1,
-                       const scalar_t* __restrict__ v2, const scalar_t* __restrict__ v3, const scalar_t* w,
-                       const scalar_t* __restrict__ q, const scalar_t* __restrict__ r, scalar_t* __restrict__ out,
-                       int64_t n, scalar_t& dot_q, scalar_t& dot_r) {
-  const scalar_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-  Lanes<scalar_t> aq, ar;
-  int64_t c = 0;
-  if (r == nullptr) {
-    for (; c + kLanes <= n; c += kLanes)
-      for (int64_t i = 0; i < kLanes; ++i) {
-        const scalar_t s = w0 * v0[c + i] + w1 * v1[c + i] + w2 * v2[c + i] + w3 * v3[c + i];
-        out[c + i] = s;
-        aq.v[i] += q[c + i] * s;
-      }
-  } else {
-    for (; c + kLanes <= n; c += kLanes)
-      for (int64_t i = 0; i < kLanes; ++i) {
-        const scalar_t s = w0 * v0[c + i] + w1 * v1[c + i] + w2 * v2[c + i] + w3 * v3[c + i];
-        out[c + i] = s;
-        aq.v[i] += q[c + i] * s;
-        ar.v[i] += r[c + i] * s;
-      }
-  }
-  for (; c < n; ++c) {
-    const scalar_t s = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
-    out[c] = s;
-    aq.v[0] += q[c] * s;
-    if (r != nullptr) ar.v[0] += r[c] * s;
-  }
-  dot_q = aq.sum();
-  dot_r = ar.sum();
+inline void store(scalar_t* p, vec_t<scalar_t> v) {
+  std::memcpy(p, &v, sizeof(v));
 }
 
-// out[c] = w · v[c] for c in [0, n); returns Σ q·out (a sample on integer coordinates: one corner).
 template <typename scalar_t>
-inline scalar_t scaled_dot(const scalar_t* __restrict__ v, scalar_t w, const scalar_t* __restrict__ q,
-                           scalar_t* __restrict__ out, int64_t n) {
-  Lanes<scalar_t> acc;
-  int64_t c = 0;
-  for (; c + kLanes <= n; c += kLanes)
-    for (int64_t i = 0; i < kLanes; ++i) {
-      out[c + i] = w * v[c + i];
-      acc.v[i] += q[c + i] * out[c + i];
-    }
-  for (; c < n; ++c) {
-    out[c] = w * v[c];
-    acc.v[0] += q[c] * out[c];
-  }
-  return acc.sum();
+inline vec_t<scalar_t> splat(scalar_t a) {
+  return vec_t<scalar_t>{} + a;
 }
 
-// Tasks smaller than this many channel-sample products run on the calling thread: a parallel region costs
-// more than it saves on small maps (and a scheduling quantum per call on a busy machine), as in ATen.
-constexpr int64_t kMinWorkPerChunk = 32768;
-
-inline int64_t grain(int64_t work_per_task) { return std::max<int64_t>(1, kMinWorkPerChunk / std::max<int64_t>(1, work_per_task)); }
+// Sum of the lanes as a tree (log2 of the lanes dependent adds instead of one per lane).
+template <typename scalar_t>
+inline scalar_t hsum(vec_t<scalar_t> v) {
+  scalar_t a[Vec<scalar_t>::size];
+  std::memcpy(a, &v, sizeof(v));
+  for (int64_t width = Vec<scalar_t>::size / 2; width > 0; width /= 2)
+    for (int64_t i = 0; i < width; ++i) a[i] += a[i + width];
+  return a[0];
+}
 
 struct Geometry {
   int64_t B, C, T, H, W, K, dilation, groups, pad;
@@ -159,24 +69,193 @@ struct Geometry {
   int64_t steps() const { return T - 1; }
   int64_t k2() const { return K * K; }
   int64_t cg() const { return C / groups; }
+  int64_t frame() const { return H * W * C; }  // elements of one (H, W, C) frame
   double scale() const { return static_cast<double>(C) / std::sqrt(static_cast<double>(C) / groups); }
 };
 
-// Sample positions of the K² keys of pixel (h, w) at step `step` of batch `b`.
+// One bilinear sample: the four corners' C-vectors (a zero vector for corners outside the frame), their weights
+// and the derivatives of the weights by row and column. `used` is 0 (no corner in the frame: the sample and its
+// gradients are 0), 1 (a point on integer coordinates: only corner 0 has a non-zero weight, the others still
+// carry the offsets' gradient) or 4.
 template <typename scalar_t>
-inline void positions(const Geometry& g, const scalar_t* off, int64_t b, int64_t step, int64_t h, int64_t w,
-                      scalar_t* rows, scalar_t* cols) {
-  const int64_t k2 = g.k2();
-  for (int64_t k = 0; k < k2; ++k) {
-    rows[k] = static_cast<scalar_t>(h + g.grid_row[k]);
-    cols[k] = static_cast<scalar_t>(w + g.grid_col[k]);
+struct Sample {
+  int used = 0;
+  const scalar_t* v[4];
+  scalar_t* g[4];  // the corners' gradient vectors (backward only)
+  scalar_t w[4] = {0, 0, 0, 0};
+  scalar_t d_row[4] = {0, 0, 0, 0};
+  scalar_t d_col[4] = {0, 0, 0, 0};
+};
+
+// Per-thread scratch: a zero C-vector read in place of outside corners, and a C-vector that absorbs the
+// gradients of outside corners.
+template <typename scalar_t>
+struct Scratch {
+  std::vector<scalar_t> zeros, sink;
+  explicit Scratch(int64_t C) : zeros(C, 0), sink(C, 0) {}
+};
+
+// The sample at (row, col) of a key frame (H, W, C) and, when `grad` is given, of its gradient. Points on
+// integer coordinates take the derivative from the right, as grid_sample (the corner of weight 0 is still inside).
+template <typename scalar_t>
+inline void locate(scalar_t row, scalar_t col, const Geometry& g, const scalar_t* keys, scalar_t* grad,
+                   Scratch<scalar_t>& scratch, Sample<scalar_t>& s) {
+  s.used = 0;
+  for (int j = 0; j < 4; ++j) {
+    s.v[j] = scratch.zeros.data();
+    s.g[j] = scratch.sink.data();
+    s.w[j] = s.d_row[j] = s.d_col[j] = 0;
   }
-  if (off == nullptr) return;
-  const int64_t plane = g.steps() * g.H * g.W;  // stride of one offset channel
-  const scalar_t* o = off + (b * 2 * k2 * g.steps() + step) * g.H * g.W + h * g.W + w;
-  for (int64_t k = 0; k < k2; ++k) {
-    rows[k] += o[2 * k * plane];
-    cols[k] += o[(2 * k + 1) * plane];
+  if (!(row >= -1 && row < g.H && col >= -1 && col < g.W)) return;  // no corner in the frame
+  const scalar_t r0f = std::floor(row), c0f = std::floor(col);
+  const int64_t r0 = static_cast<int64_t>(r0f), c0 = static_cast<int64_t>(c0f);
+  const scalar_t lr = row - r0f, lc = col - c0f;
+  bool inside = false;
+  for (int j = 0; j < 4; ++j) {
+    const int dr = j >> 1, dc = j & 1;
+    const int64_t r = r0 + dr, c = c0 + dc;
+    const scalar_t wr = dr ? lr : 1 - lr, wc = dc ? lc : 1 - lc;
+    if (r < 0 || r >= g.H || c < 0 || c >= g.W) continue;
+    const int64_t index = (r * g.W + c) * g.C;
+    s.v[j] = keys + index;
+    if (grad != nullptr) s.g[j] = grad + index;
+    s.w[j] = wr * wc;
+    s.d_row[j] = (dr ? 1 : -1) * wc;
+    s.d_col[j] = wr * (dc ? 1 : -1);
+    inside = true;
+  }
+  if (inside) s.used = (lr == 0 && lc == 0 && s.w[0] != 0) ? 1 : 4;
+}
+
+// s[c] = Σ_j w_j v_j[c] for c in [0, n), stored to `out`; returns Σ q·s and, with r, Σ r·s in `dot_r`.
+template <typename scalar_t, bool ONE, bool WITH_R>
+inline scalar_t blend_dot(const Sample<scalar_t>& sm, int64_t c0, const scalar_t* __restrict__ q,
+                          const scalar_t* __restrict__ r, scalar_t* __restrict__ out, int64_t n, scalar_t& dot_r) {
+  using V = vec_t<scalar_t>;
+  constexpr int64_t L = Vec<scalar_t>::size;
+  const scalar_t* __restrict__ v0 = sm.v[0] + c0;
+  const scalar_t* __restrict__ v1 = sm.v[1] + c0;
+  const scalar_t* __restrict__ v2 = sm.v[2] + c0;
+  const scalar_t* __restrict__ v3 = sm.v[3] + c0;
+  const scalar_t w0 = sm.w[0], w1 = sm.w[1], w2 = sm.w[2], w3 = sm.w[3];
+  V aq0 = splat<scalar_t>(0), aq1 = aq0, ar0 = aq0, ar1 = aq0;
+  auto sample = [&](int64_t c) -> V {
+    if (ONE) return w0 * load(v0 + c);
+    return w0 * load(v0 + c) + w1 * load(v1 + c) + w2 * load(v2 + c) + w3 * load(v3 + c);
+  };
+  int64_t c = 0;
+  for (; c + 2 * L <= n; c += 2 * L) {
+    const V s0 = sample(c), s1 = sample(c + L);
+    store(out + c, s0);
+    store(out + c + L, s1);
+    aq0 += load(q + c) * s0;
+    aq1 += load(q + c + L) * s1;
+    if (WITH_R) {
+      ar0 += load(r + c) * s0;
+      ar1 += load(r + c + L) * s1;
+    }
+  }
+  if (c + L <= n) {
+    const V s0 = sample(c);
+    store(out + c, s0);
+    aq0 += load(q + c) * s0;
+    if (WITH_R) ar0 += load(r + c) * s0;
+    c += L;
+  }
+  scalar_t dq = hsum<scalar_t>(aq0 + aq1), dr = WITH_R ? hsum<scalar_t>(ar0 + ar1) : 0;
+  for (; c < n; ++c) {
+    const scalar_t s = ONE ? w0 * v0[c] : w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+    out[c] = s;
+    dq += q[c] * s;
+    if (WITH_R) dr += r[c] * s;
+  }
+  dot_r = dr;
+  return dq;
+}
+
+// Channels per block of sample_group: the K² samples of a pixel read ~(K+1)² distinct key pixels, several times
+// each; blocks of 1 KiB per key pixel keep those in L1 while the K² samples are blended.
+constexpr int64_t kBlockBytes = 1024;
+
+// Samples of group `gi` of one pixel: stores them in `samples` (k2, C) and returns their correlations with q
+// (and with r, d loss / d weight in the backward) in corr / corr_r (k2, G).
+template <typename scalar_t, bool WITH_R>
+inline void sample_group(const Geometry& g, const Sample<scalar_t>* sm, int64_t gi, const scalar_t* q,
+                         const scalar_t* r, scalar_t* samples, scalar_t* corr, scalar_t* corr_r) {
+  constexpr int64_t block = kBlockBytes / sizeof(scalar_t);
+  const int64_t C = g.C, G = g.groups, k2 = g.k2(), c_end = (gi + 1) * g.cg();
+  for (int64_t k = 0; k < k2; ++k) corr[k * G + gi] = WITH_R ? (corr_r[k * G + gi] = 0) : 0;
+  for (int64_t c0 = gi * g.cg(); c0 < c_end; c0 += block) {
+    const int64_t n = std::min(block, c_end - c0);
+    for (int64_t k = 0; k < k2; ++k) {
+      scalar_t* s = samples + k * C + c0;
+      scalar_t dq = 0, dr = 0;
+      if (sm[k].used == 0)
+        std::fill(s, s + n, scalar_t(0));
+      else if (sm[k].used == 1)
+        dq = blend_dot<scalar_t, true, WITH_R>(sm[k], c0, q + c0, WITH_R ? r + c0 : nullptr, s, n, dr);
+      else
+        dq = blend_dot<scalar_t, false, WITH_R>(sm[k], c0, q + c0, WITH_R ? r + c0 : nullptr, s, n, dr);
+      corr[k * G + gi] += dq;
+      if (WITH_R) corr_r[k * G + gi] += dr;
+    }
+  }
+  const scalar_t inv_c = scalar_t(1) / static_cast<scalar_t>(C);
+  for (int64_t k = 0; k < k2; ++k) corr[k * G + gi] *= inv_c;
+}
+
+// out[c] = Σ_k a_k samples[k][c] over the channels of group gi, four vectors at a time (independent chains).
+template <typename scalar_t>
+inline void aggregate(const Geometry& g, const scalar_t* weights, const Sample<scalar_t>* sm, int64_t gi,
+                      const scalar_t* __restrict__ samples, scalar_t* __restrict__ out) {
+  using V = vec_t<scalar_t>;
+  constexpr int64_t L = Vec<scalar_t>::size;
+  const int64_t C = g.C, G = g.groups, Cg = g.cg(), c_end = gi * Cg + Cg, k2 = g.k2();
+  int64_t c = gi * Cg;
+  for (; c + 4 * L <= c_end; c += 4 * L) {
+    V a0 = splat<scalar_t>(0), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t k = 0; k < k2; ++k) {
+      if (sm[k].used == 0) continue;
+      const scalar_t wk = weights[k * G + gi];
+      const scalar_t* s = samples + k * C + c;
+      a0 += wk * load(s);
+      a1 += wk * load(s + L);
+      a2 += wk * load(s + 2 * L);
+      a3 += wk * load(s + 3 * L);
+    }
+    store(out + c, a0);
+    store(out + c + L, a1);
+    store(out + c + 2 * L, a2);
+    store(out + c + 3 * L, a3);
+  }
+  for (; c + L <= c_end; c += L) {
+    V a0 = splat<scalar_t>(0);
+    for (int64_t k = 0; k < k2; ++k)
+      if (sm[k].used != 0) a0 += weights[k * G + gi] * load(samples + k * C + c);
+    store(out + c, a0);
+  }
+  for (; c < c_end; ++c) {
+    scalar_t a = 0;
+    for (int64_t k = 0; k < k2; ++k)
+      if (sm[k].used != 0) a += weights[k * G + gi] * samples[k * C + c];
+    out[c] = a;
+  }
+}
+
+// Tasks smaller than this many channel-sample products run on the calling thread: a parallel region costs
+// more than it saves on small maps (and a scheduling quantum per call on a busy machine), as in ATen.
+constexpr int64_t kMinWorkPerChunk = 32768;
+
+inline int64_t grain(int64_t work_per_task) {
+  return std::max<int64_t>(1, kMinWorkPerChunk / std::max<int64_t>(1, work_per_task));
+}
+
+// Sample points of the K² keys of pixel (h, w); `off` points at the pixel's 2K² offsets (or is null).
+template <typename scalar_t>
+inline void positions(const Geometry& g, const scalar_t* off, int64_t h, int64_t w, scalar_t* rows, scalar_t* cols) {
+  for (int64_t k = 0; k < g.k2(); ++k) {
+    rows[k] = static_cast<scalar_t>(h + g.grid_row[k]) + (off ? off[2 * k] : scalar_t(0));
+    cols[k] = static_cast<scalar_t>(w + g.grid_col[k]) + (off ? off[2 * k + 1] : scalar_t(0));
   }
 }
 
@@ -195,127 +274,68 @@ inline void normalize(const Geometry& g, scalar_t* corr) {
   }
 }
 
-// Row transposes between (B, C, T, H, W) and a (W, C) buffer, by tiles of kTile channels: each tile reads
-// kTile source rows side by side and writes whole cache lines (a channel-by-channel loop writes with a stride
-// of C and is several times slower).
-constexpr int64_t kTile = 16;
-
-// Copy row h of frame `step` from (B, C, T, H, W) into a (W, C) buffer.
 template <typename scalar_t>
-inline void gather_row(const Geometry& g, const scalar_t* src, int64_t b, int64_t step, int64_t h,
-                       scalar_t* dst) {
-  const scalar_t* rows[kTile];
-  for (int64_t c0 = 0; c0 < g.C; c0 += kTile) {
-    const int64_t n = std::min(kTile, g.C - c0);
-    for (int64_t i = 0; i < n; ++i) rows[i] = src + ((b * g.C + c0 + i) * g.T + step) * g.H * g.W + h * g.W;
-    for (int64_t w = 0; w < g.W; ++w) {
-      scalar_t* d = dst + w * g.C + c0;
-      if (n == kTile) {
-        for (int64_t i = 0; i < kTile; ++i) d[i] = rows[i][w];  // fixed trip count: unrolled
-      } else {
-        for (int64_t i = 0; i < n; ++i) d[i] = rows[i][w];
-      }
-    }
-  }
-}
-
-// Write a (W, C) buffer to row h of frame `step` of a (B, C, T, H, W) tensor.
-template <typename scalar_t>
-inline void scatter_row(const Geometry& g, const scalar_t* src, int64_t b, int64_t step, int64_t h,
-                        scalar_t* dst) {
-  scalar_t* rows[kTile];
-  for (int64_t c0 = 0; c0 < g.C; c0 += kTile) {
-    const int64_t n = std::min(kTile, g.C - c0);
-    for (int64_t i = 0; i < n; ++i) rows[i] = dst + ((b * g.C + c0 + i) * g.T + step) * g.H * g.W + h * g.W;
-    for (int64_t w = 0; w < g.W; ++w) {
-      const scalar_t* s = src + w * g.C + c0;
-      if (n == kTile) {
-        for (int64_t i = 0; i < kTile; ++i) rows[i][w] = s[i];
-      } else {
-        for (int64_t i = 0; i < n; ++i) rows[i][w] = s[i];
-      }
-    }
-  }
-}
-
-template <typename scalar_t>
-void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_cl, const scalar_t* off,
-                    scalar_t* y) {
-  const int64_t C = g.C, G = g.groups, Cg = g.cg(), k2 = g.k2(), S = g.steps();
-  const scalar_t inv_c = scalar_t(1) / static_cast<scalar_t>(C);
+void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, scalar_t* y) {
+  const int64_t C = g.C, G = g.groups, k2 = g.k2(), S = g.steps(), n_off = 2 * k2;
   at::parallel_for(0, g.B * S * g.H, grain(g.W * C * k2), [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> qrow(g.W * C), orow(g.W * C), samples(k2 * C), corr(k2 * G), rows(k2), cols(k2);
-    std::vector<char> empty(k2);
-    const Scratch<scalar_t> scratch(C);
+    std::vector<scalar_t> samples(k2 * C), corr(k2 * G), rows(k2), cols(k2);
+    std::vector<Sample<scalar_t>> sm(k2);
+    Scratch<scalar_t> scratch(C);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task % g.H, n = task / g.H, b = n / S, step = n % S;
-      const scalar_t* keys = keys_cl + n * g.H * g.W * C;
-      gather_row(g, x, b, step, h, qrow.data());
+      const int64_t row0 = ((b * g.T + step) * g.H + h) * g.W;  // pixel (b, step, h, 0) of x and y
+      const scalar_t* keys = x + (b * g.T + step + 1) * g.frame();
       for (int64_t w = 0; w < g.W; ++w) {
-        const scalar_t* q = qrow.data() + w * C;
-        scalar_t* out = orow.data() + w * C;
-        positions(g, off, b, step, h, w, rows.data(), cols.data());
-        for (int64_t k = 0; k < k2; ++k) {
-          const auto cs = corners(rows[k], cols[k], g.H, g.W, C);
-          scalar_t* s = samples.data() + k * C;
-          // Corners of non-zero weight; a point on integer coordinates has only one.
-          const scalar_t* v[4];
-          scalar_t wt[4] = {0, 0, 0, 0};
-          int used = 0;
-          for (int j = 0; j < 4; ++j)
-            if (cs.inside[j] && cs.weight[j] != 0) {
-              v[used] = keys + cs.index[j];
-              wt[used++] = cs.weight[j];
-            }
-          empty[k] = used == 0;
-          for (int j = used; j < 4; ++j) v[j] = scratch.zeros.data();
-          for (int64_t gi = 0; gi < G; ++gi) {
-            const int64_t c0 = gi * Cg;
-            scalar_t dq = 0, unused = 0;
-            if (used == 0) {
-              std::fill(s + c0, s + c0 + Cg, scalar_t(0));
-            } else if (used == 1) {
-              dq = scaled_dot<scalar_t>(v[0] + c0, wt[0], q + c0, s + c0, Cg);
-            } else {
-              sample_dot<scalar_t>(v[0] + c0, v[1] + c0, v[2] + c0, v[3] + c0, wt, q + c0, nullptr, s + c0, Cg,
-                                   dq, unused);
-            }
-            corr[k * G + gi] = dq * inv_c;
-          }
-        }
+        const scalar_t* q = x + (row0 + w) * C;
+        scalar_t* out = y + (row0 + w) * C;
+        positions(g, off ? off + ((n * g.H + h) * g.W + w) * n_off : nullptr, h, w, rows.data(), cols.data());
+        for (int64_t k = 0; k < k2; ++k) locate<scalar_t>(rows[k], cols[k], g, keys, nullptr, scratch, sm[k]);
+        for (int64_t gi = 0; gi < G; ++gi)
+          sample_group<scalar_t, false>(g, sm.data(), gi, q, nullptr, samples.data(), corr.data(), nullptr);
         normalize(g, corr.data());
-        std::fill(out, out + C, scalar_t(0));
-        for (int64_t k = 0; k < k2; ++k) {
-          if (empty[k]) continue;
-          for (int64_t gi = 0; gi < G; ++gi)
-            axpy(corr[k * G + gi], samples.data() + k * C + gi * Cg, out + gi * Cg, Cg);
-        }
+        for (int64_t gi = 0; gi < G; ++gi) aggregate<scalar_t>(g, corr.data(), sm.data(), gi, samples.data(), out);
       }
-      scatter_row(g, orow.data(), b, step, h, y);
     }
   });
 }
 
-// Gradients of one pixel's K² samples, one fused pass over the channels per kernel position:
-// d loss / d sample = w_k · grad_y + gc_k · q, scattered to the four corners of the key frame; the query
-// gradient gc_k · sample; and, with `NEED_OFF`, Σ_c d loss / d sample · corner value for the offsets.
+// Gradients of one pixel's sample k over the channels [c0, c0 + n): d loss / d sample = wk · go + gc · q,
+// scattered to the sample's corners; the query gradient gc · sample; and, with `NEED_OFF`, Σ_c d loss / d sample
+// · corner value for the offsets (added to corner_dots).
 template <typename scalar_t, bool NEED_OFF>
-inline void sample_grads(const scalar_t* __restrict__ s, const scalar_t* __restrict__ go,
-                         const scalar_t* __restrict__ q, scalar_t wk, scalar_t gc, const scalar_t* const* v,
-                         scalar_t* const* gv, const scalar_t* w, scalar_t* __restrict__ dq, int64_t n,
-                         scalar_t* corner_dots) {
-  const scalar_t* __restrict__ v0 = v[0];
-  const scalar_t* __restrict__ v1 = v[1];
-  const scalar_t* __restrict__ v2 = v[2];
-  const scalar_t* __restrict__ v3 = v[3];
-  scalar_t* __restrict__ g0 = gv[0];
-  scalar_t* __restrict__ g1 = gv[1];
-  scalar_t* __restrict__ g2 = gv[2];
-  scalar_t* __restrict__ g3 = gv[3];
-  const scalar_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-  scalar_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-#pragma omp simd reduction(+ : d0, d1, d2, d3)
-  for (int64_t c = 0; c < n; ++c) {
+inline void sample_grads(const Sample<scalar_t>& sm, int64_t c0, const scalar_t* __restrict__ s,
+                         const scalar_t* __restrict__ go, const scalar_t* __restrict__ q, scalar_t wk, scalar_t gc,
+                         scalar_t* __restrict__ dq, int64_t n, scalar_t* corner_dots) {
+  using V = vec_t<scalar_t>;
+  constexpr int64_t L = Vec<scalar_t>::size;
+  const scalar_t* __restrict__ v0 = sm.v[0] + c0;
+  const scalar_t* __restrict__ v1 = sm.v[1] + c0;
+  const scalar_t* __restrict__ v2 = sm.v[2] + c0;
+  const scalar_t* __restrict__ v3 = sm.v[3] + c0;
+  scalar_t* g0 = sm.g[0] + c0;
+  scalar_t* g1 = sm.g[1] + c0;
+  scalar_t* g2 = sm.g[2] + c0;
+  scalar_t* g3 = sm.g[3] + c0;
+  const scalar_t w0 = sm.w[0], w1 = sm.w[1], w2 = sm.w[2], w3 = sm.w[3];
+  V d0 = splat<scalar_t>(0), d1 = d0, d2 = d0, d3 = d0;
+  int64_t c = 0;
+  for (; c + L <= n; c += L) {
+    const V gs = wk * load(go + c) + gc * load(q + c);
+    store(dq + c, load(dq + c) + gc * load(s + c));
+    // Corners may share a gradient vector (the sink of outside corners): read-modify-write one at a time.
+    store(g0 + c, load(g0 + c) + w0 * gs);
+    store(g1 + c, load(g1 + c) + w1 * gs);
+    store(g2 + c, load(g2 + c) + w2 * gs);
+    store(g3 + c, load(g3 + c) + w3 * gs);
+    if (NEED_OFF) {
+      d0 += gs * load(v0 + c);
+      d1 += gs * load(v1 + c);
+      d2 += gs * load(v2 + c);
+      d3 += gs * load(v3 + c);
+    }
+  }
+  scalar_t e0 = hsum<scalar_t>(d0), e1 = hsum<scalar_t>(d1), e2 = hsum<scalar_t>(d2), e3 = hsum<scalar_t>(d3);
+  for (; c < n; ++c) {
     const scalar_t gs = wk * go[c] + gc * q[c];
     dq[c] += gc * s[c];
     g0[c] += w0 * gs;
@@ -323,110 +343,91 @@ inline void sample_grads(const scalar_t* __restrict__ s, const scalar_t* __restr
     g2[c] += w2 * gs;
     g3[c] += w3 * gs;
     if (NEED_OFF) {
-      d0 += gs * v0[c];
-      d1 += gs * v1[c];
-      d2 += gs * v2[c];
-      d3 += gs * v3[c];
+      e0 += gs * v0[c];
+      e1 += gs * v1[c];
+      e2 += gs * v2[c];
+      e3 += gs * v3[c];
     }
   }
-  corner_dots[0] += d0;
-  corner_dots[1] += d1;
-  corner_dots[2] += d2;
-  corner_dots[3] += d3;
+  corner_dots[0] += e0;
+  corner_dots[1] += e1;
+  corner_dots[2] += e2;
+  corner_dots[3] += e3;
+}
+
+// grad_w (d loss / d weight, in place) becomes d loss / d (q · sample) = d loss / d correlation / C.
+template <typename scalar_t>
+inline void correlation_grads(const Geometry& g, const scalar_t* weight, scalar_t* grad_w) {
+  const int64_t k2 = g.k2(), G = g.groups;
+  const scalar_t inv_c = scalar_t(1) / static_cast<scalar_t>(g.C);
+  const scalar_t scale = static_cast<scalar_t>(g.scale());
+  for (int64_t gi = 0; gi < G; ++gi) {
+    scalar_t mean = 0;
+    if (g.softmax)
+      for (int64_t k = 0; k < k2; ++k) mean += weight[k * G + gi] * grad_w[k * G + gi];
+    for (int64_t k = 0; k < k2; ++k) {
+      scalar_t& gw = grad_w[k * G + gi];
+      gw = g.softmax ? scale * weight[k * G + gi] * (gw - mean) * inv_c : gw * inv_c;
+    }
+  }
 }
 
 template <typename scalar_t>
-void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_cl, const scalar_t* off,
-                     const scalar_t* grad_y, scalar_t* grad_x, scalar_t* grad_keys_cl, scalar_t* grad_off,
-                     int64_t band) {
-  const int64_t C = g.C, G = g.groups, Cg = g.cg(), k2 = g.k2(), S = g.steps(), hw = g.H * g.W;
-  const scalar_t inv_c = scalar_t(1) / static_cast<scalar_t>(C);
-  const scalar_t scale = static_cast<scalar_t>(g.scale());
+void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, const scalar_t* grad_y,
+                     scalar_t* grad_x, scalar_t* grad_keys, scalar_t* grad_off, int64_t band) {
+  const int64_t C = g.C, G = g.groups, Cg = g.cg(), k2 = g.k2(), S = g.steps(), n_off = 2 * k2;
   const int64_t n_bands = (g.H + band - 1) / band;
   for (int parity = 0; parity < 2; ++parity) {
     const int64_t bands_of_parity = (n_bands - parity + 1) / 2;
     const int64_t work = std::min(band, g.H) * g.W * C * k2 * 3;  // backward ≈ 3 forward passes
     at::parallel_for(0, g.B * S * bands_of_parity, grain(work), [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> qrow(g.W * C), grow(g.W * C), dqrow(g.W * C), samples(k2 * C);
-      std::vector<scalar_t> weight(k2 * G), grad_w(k2 * G), rows(k2), cols(k2);
-      std::vector<Corners<scalar_t>> cs(k2);
+      std::vector<scalar_t> samples(k2 * C), weight(k2 * G), grad_w(k2 * G), rows(k2), cols(k2);
+      std::vector<Sample<scalar_t>> sm(k2);
       Scratch<scalar_t> scratch(C);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / bands_of_parity, bi = 2 * (task % bands_of_parity) + parity;
         const int64_t b = n / S, step = n % S;
-        const scalar_t* keys = keys_cl + n * hw * C;
-        scalar_t* gkeys = grad_keys_cl + n * hw * C;
+        const scalar_t* keys = x + (b * g.T + step + 1) * g.frame();
+        scalar_t* gkeys = grad_keys + n * g.frame();
         for (int64_t h = bi * band; h < std::min(g.H, (bi + 1) * band); ++h) {
-          gather_row(g, x, b, step, h, qrow.data());
-          gather_row(g, grad_y, b, step, h, grow.data());
+          const int64_t row0 = ((b * g.T + step) * g.H + h) * g.W;
           for (int64_t w = 0; w < g.W; ++w) {
-            const scalar_t* q = qrow.data() + w * C;
-            const scalar_t* go = grow.data() + w * C;
-            positions(g, off, b, step, h, w, rows.data(), cols.data());
+            const scalar_t* q = x + (row0 + w) * C;
+            const scalar_t* go = grad_y + (row0 + w) * C;
+            scalar_t* dq = grad_x + (row0 + w) * C;
+            const int64_t pixel_off = ((n * g.H + h) * g.W + w) * n_off;
+            positions(g, off ? off + pixel_off : nullptr, h, w, rows.data(), cols.data());
+            for (int64_t k = 0; k < k2; ++k) locate<scalar_t>(rows[k], cols[k], g, keys, gkeys, scratch, sm[k]);
             // Recompute the samples, their correlations and d loss / d weight.
-            for (int64_t k = 0; k < k2; ++k) {
-              cs[k] = corners(rows[k], cols[k], g.H, g.W, C);
-              scalar_t* s = samples.data() + k * C;
-              const scalar_t* v[4];
-              for (int j = 0; j < 4; ++j) v[j] = scratch.value(cs[k], j, keys);
-              for (int64_t gi = 0; gi < G; ++gi) {
-                const int64_t c0 = gi * Cg;
-                scalar_t dq = 0, dg = 0;
-                sample_dot<scalar_t>(v[0] + c0, v[1] + c0, v[2] + c0, v[3] + c0, cs[k].weight, q + c0, go + c0,
-                                     s + c0, Cg, dq, dg);
-                weight[k * G + gi] = dq * inv_c;
-                grad_w[k * G + gi] = dg;
-              }
-            }
-            // grad_w becomes d loss / d (q · sample) = d loss / d correlation / C.
+            for (int64_t gi = 0; gi < G; ++gi)
+              sample_group<scalar_t, true>(g, sm.data(), gi, q, go, samples.data(), weight.data(), grad_w.data());
             normalize(g, weight.data());
-            for (int64_t gi = 0; gi < G; ++gi) {
-              scalar_t mean = 0;
-              if (g.softmax)
-                for (int64_t k = 0; k < k2; ++k) mean += weight[k * G + gi] * grad_w[k * G + gi];
-              for (int64_t k = 0; k < k2; ++k) {
-                scalar_t& gw = grad_w[k * G + gi];
-                gw = g.softmax ? scale * weight[k * G + gi] * (gw - mean) * inv_c : gw * inv_c;
-              }
-            }
-            scalar_t* dq = dqrow.data() + w * C;
+            correlation_grads(g, weight.data(), grad_w.data());
             std::fill(dq, dq + C, scalar_t(0));
             for (int64_t k = 0; k < k2; ++k) {
               scalar_t corner_dots[4] = {0, 0, 0, 0};
-              if (cs[k].any) {
-                const scalar_t* v[4];
-                scalar_t* gv[4];
-                for (int j = 0; j < 4; ++j) {
-                  v[j] = scratch.value(cs[k], j, keys);
-                  gv[j] = scratch.grad(cs[k], j, gkeys, C);
-                }
+              if (sm[k].used != 0) {
                 for (int64_t gi = 0; gi < G; ++gi) {
                   const int64_t c0 = gi * Cg;
-                  const scalar_t* vg[4] = {v[0] + c0, v[1] + c0, v[2] + c0, v[3] + c0};
-                  scalar_t* gvg[4] = {gv[0] + c0, gv[1] + c0, gv[2] + c0, gv[3] + c0};
                   const scalar_t* s = samples.data() + k * C + c0;
                   const scalar_t wk = weight[k * G + gi], gc = grad_w[k * G + gi];
                   if (grad_off != nullptr)
-                    sample_grads<scalar_t, true>(s, go + c0, q + c0, wk, gc, vg, gvg, cs[k].weight, dq + c0, Cg,
-                                                 corner_dots);
+                    sample_grads<scalar_t, true>(sm[k], c0, s, go + c0, q + c0, wk, gc, dq + c0, Cg, corner_dots);
                   else
-                    sample_grads<scalar_t, false>(s, go + c0, q + c0, wk, gc, vg, gvg, cs[k].weight, dq + c0, Cg,
-                                                  corner_dots);
+                    sample_grads<scalar_t, false>(sm[k], c0, s, go + c0, q + c0, wk, gc, dq + c0, Cg, corner_dots);
                 }
               }
               if (grad_off != nullptr) {
                 scalar_t d_row = 0, d_col = 0;
                 for (int j = 0; j < 4; ++j) {
-                  d_row += cs[k].d_row[j] * corner_dots[j];
-                  d_col += cs[k].d_col[j] * corner_dots[j];
+                  d_row += sm[k].d_row[j] * corner_dots[j];
+                  d_col += sm[k].d_col[j] * corner_dots[j];
                 }
-                const int64_t index = ((b * 2 * k2 + 2 * k) * S + step) * hw + h * g.W + w;
-                grad_off[index] = d_row;
-                grad_off[index + S * hw] = d_col;
+                grad_off[pixel_off + 2 * k] = d_row;
+                grad_off[pixel_off + 2 * k + 1] = d_col;
               }
             }
           }
-          scatter_row(g, dqrow.data(), b, step, h, grad_x);
         }
       }
     });
@@ -436,10 +437,10 @@ void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* keys_
 Geometry geometry(const torch::Tensor& x, int64_t K, int64_t dilation, int64_t groups, bool softmax) {
   Geometry g;
   g.B = x.size(0);
-  g.C = x.size(1);
-  g.T = x.size(2);
-  g.H = x.size(3);
-  g.W = x.size(4);
+  g.T = x.size(1);
+  g.H = x.size(2);
+  g.W = x.size(3);
+  g.C = x.size(4);
   g.K = K;
   g.dilation = dilation;
   g.groups = groups;
@@ -453,69 +454,112 @@ Geometry geometry(const torch::Tensor& x, int64_t K, int64_t dilation, int64_t g
 }
 
 void check_inputs(const torch::Tensor& x, const c10::optional<torch::Tensor>& offsets, int64_t K) {
-  TORCH_CHECK(x.device().is_cpu() && x.dim() == 5 && x.size(2) >= 2, "sifa_cpu: x must be a (B, C, T>=2, H, W) CPU tensor");
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 5 && x.size(1) >= 2 && x.is_contiguous(),
+              "sifa_cpu: x must be a contiguous channels-last (B, T>=2, H, W, C) CPU tensor");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "sifa_cpu: float32 or float64 only");
   if (offsets.has_value()) {
     const auto& o = *offsets;
-    TORCH_CHECK(o.scalar_type() == x.scalar_type() && o.dim() == 5 && o.size(0) == x.size(0) &&
-                    o.size(1) == 2 * K * K && o.size(2) == x.size(2) - 1 && o.size(3) == x.size(3) &&
-                    o.size(4) == x.size(4),
-                "sifa_cpu: offsets must be (B, 2K², T-1, H, W) of x's dtype");
+    TORCH_CHECK(o.scalar_type() == x.scalar_type() && o.dim() == 5 && o.is_contiguous() && o.size(0) == x.size(0) &&
+                    o.size(1) == x.size(1) - 1 && o.size(2) == x.size(2) && o.size(3) == x.size(3) &&
+                    o.size(4) == 2 * K * K,
+                "sifa_cpu: offsets must be contiguous (B, T-1, H, W, 2K²) of x's dtype");
   }
 }
 
-torch::Tensor keys_channels_last(const torch::Tensor& x) {
-  return x.narrow(2, 1, x.size(2) - 1).permute({0, 2, 3, 4, 1}).contiguous();  // (B, T-1, H, W, C)
+// dst (B, N, R) = src (B, R, N) transposed, by 16 × 16 tiles: each tile reads 16 source rows side by side and
+// writes whole cache lines (PyTorch's strided copy of the same permutation is several times slower).
+template <typename scalar_t>
+void transpose_kernel(const scalar_t* src, scalar_t* dst, int64_t B, int64_t R, int64_t N) {
+  constexpr int64_t kTile = 16;
+  const int64_t r_tiles = (R + kTile - 1) / kTile, n_tiles = (N + kTile - 1) / kTile;
+  at::parallel_for(0, B * r_tiles * n_tiles, grain(kTile * kTile * 4), [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t nt = task % n_tiles, rt = (task / n_tiles) % r_tiles, b = task / (n_tiles * r_tiles);
+      const int64_t r0 = rt * kTile, n0 = nt * kTile;
+      const int64_t rn = std::min(kTile, R - r0), nn = std::min(kTile, N - n0);
+      const scalar_t* s = src + (b * R + r0) * N + n0;
+      scalar_t* d = dst + (b * N + n0) * R + r0;
+      if (rn == kTile && nn == kTile) {
+        for (int64_t n = 0; n < kTile; ++n)
+          for (int64_t r = 0; r < kTile; ++r) d[n * R + r] = s[r * N + n];  // fixed trip counts: unrolled
+      } else {
+        for (int64_t n = 0; n < nn; ++n)
+          for (int64_t r = 0; r < rn; ++r) d[n * R + r] = s[r * N + n];
+      }
+    }
+  });
 }
 
 }  // namespace
 
-torch::Tensor sifa_forward(const torch::Tensor& x_in, const c10::optional<torch::Tensor>& offsets, int64_t K,
+// (B, C, *) contiguous → (B, *, C) contiguous (channels_last == true), or (B, *, C) → (B, C, *) (false).
+torch::Tensor transpose_channels(const torch::Tensor& t_in, bool channels_last) {
+  TORCH_CHECK(t_in.device().is_cpu() && t_in.dim() >= 3, "sifa_cpu: transpose_channels takes a (B, C, ...) CPU tensor");
+  const auto t = t_in.contiguous();
+  const int64_t B = t.size(0);
+  const int64_t C = channels_last ? t.size(1) : t.size(-1);
+  const int64_t N = t.numel() / std::max<int64_t>(1, B * C);
+  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
+  if (channels_last)
+    std::rotate(sizes.begin() + 1, sizes.begin() + 2, sizes.end());
+  else
+    std::rotate(sizes.begin() + 1, sizes.end() - 1, sizes.end());
+  auto out = torch::empty(sizes, t.options());
+  if (t.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "sifa_transpose", [&] {
+    if (channels_last)
+      transpose_kernel<scalar_t>(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, C, N);
+    else
+      transpose_kernel<scalar_t>(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, N, C);
+  });
+  return out;
+}
+
+// x (B, T, H, W, C), offsets (B, T-1, H, W, 2K²) or None → y (B, T, H, W, C), all contiguous.
+torch::Tensor sifa_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& offsets, int64_t K,
                            int64_t dilation, int64_t groups, bool softmax) {
-  check_inputs(x_in, offsets, K);
-  const auto x = x_in.contiguous();
-  const auto off = offsets.has_value() ? offsets->contiguous() : torch::Tensor();
+  check_inputs(x, offsets, K);
   const auto g = geometry(x, K, dilation, groups, softmax);
-  const auto keys = keys_channels_last(x);
-  auto y = torch::empty(x.sizes(), x.options());  // contiguous whatever the input layout (the fake says so)
-  y.select(2, g.T - 1).zero_();
+  auto y = torch::empty(x.sizes(), x.options());
+  y.select(1, g.T - 1).zero_();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sifa_forward", [&] {
-    forward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(),
-                             off.defined() ? off.data_ptr<scalar_t>() : nullptr, y.data_ptr<scalar_t>());
+    forward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), offsets.has_value() ? offsets->data_ptr<scalar_t>() : nullptr,
+                             y.data_ptr<scalar_t>());
   });
   return y;
 }
 
-std::vector<torch::Tensor> sifa_backward(const torch::Tensor& grad_y_in, const torch::Tensor& x_in,
-                                         const c10::optional<torch::Tensor>& offsets, int64_t K,
-                                         int64_t dilation, int64_t groups, bool softmax, bool need_offsets) {
-  check_inputs(x_in, offsets, K);
-  const auto x = x_in.contiguous();
+// Gradients of sifa_forward, in the same layouts: grad_x (B, T, H, W, C), grad_offsets (B, T-1, H, W, 2K²) or an
+// empty tensor when there are no offsets or need_offsets is false.
+std::vector<torch::Tensor> sifa_backward(const torch::Tensor& grad_y_in, const torch::Tensor& x,
+                                         const c10::optional<torch::Tensor>& offsets, int64_t K, int64_t dilation,
+                                         int64_t groups, bool softmax, bool need_offsets) {
+  check_inputs(x, offsets, K);
+  TORCH_CHECK(grad_y_in.sizes() == x.sizes(), "sifa_cpu: grad_y must have x's shape");
   const auto grad_y = grad_y_in.to(x.scalar_type()).contiguous();
-  const auto off = offsets.has_value() ? offsets->contiguous() : torch::Tensor();
   const auto g = geometry(x, K, dilation, groups, softmax);
-  const auto keys = keys_channels_last(x);
   auto grad_x = torch::empty(x.sizes(), x.options());
-  grad_x.select(2, g.T - 1).zero_();  // frame T-1 is never a query
-  auto grad_keys = torch::zeros_like(keys);
-  need_offsets = need_offsets && off.defined();
-  auto grad_off = need_offsets ? torch::empty(off.sizes(), off.options()) : x.new_empty({0});
+  grad_x.select(1, g.T - 1).zero_();  // frame T-1 is never a query
+  auto grad_keys = torch::zeros({g.B, g.steps(), g.H, g.W, g.C}, x.options());
+  const bool has_off = offsets.has_value();
+  need_offsets = need_offsets && has_off;
+  auto grad_off = need_offsets ? torch::empty(offsets->sizes(), offsets->options()) : x.new_empty({0});
   // Band height: rows of a band scatter into rows [top - P - M, bottom + d(K-1) - P + M + 1].
   int64_t band = g.H;
-  const double reach = off.defined() ? off.view({g.B, g.k2(), 2, -1}).select(2, 0).abs().max().item<double>() : 0;
+  const double reach = has_off ? offsets->view({-1, g.k2(), 2}).select(2, 0).abs().max().item<double>() : 0;
   if (reach < static_cast<double>(g.H))
     band = std::min(g.H, g.dilation * (g.K - 1) + 2 * static_cast<int64_t>(std::ceil(reach)) + 2);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sifa_backward", [&] {
-    backward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(),
-                              off.defined() ? off.data_ptr<scalar_t>() : nullptr, grad_y.data_ptr<scalar_t>(),
-                              grad_x.data_ptr<scalar_t>(), grad_keys.data_ptr<scalar_t>(),
+    backward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), has_off ? offsets->data_ptr<scalar_t>() : nullptr,
+                              grad_y.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), grad_keys.data_ptr<scalar_t>(),
                               need_offsets ? grad_off.data_ptr<scalar_t>() : nullptr, band);
   });
-  grad_x.narrow(2, 1, g.T - 1).add_(grad_keys.permute({0, 4, 1, 2, 3}));
+  grad_x.narrow(1, 1, g.T - 1).add_(grad_keys);
   return {grad_x, grad_off};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &sifa_forward, "SIFA forward (CPU)");
-  m.def("backward", &sifa_backward, "SIFA backward (CPU)");
+  m.def("forward", &sifa_forward, "SIFA forward (CPU, channels-last)");
+  m.def("backward", &sifa_backward, "SIFA backward (CPU, channels-last)");
+  m.def("transpose_channels", &transpose_channels, "(B, C, *) <-> (B, *, C) contiguous copy");
 }
