@@ -13,7 +13,10 @@ Every SIFA method except ``naive`` is a backend of :func:`sifa_hub.ops.sifa_atte
 * ``reference``: the spec step by step (:mod:`sifa_hub.ops.reference`; all K² samples of a step materialised,
   autograd through it) — the test oracle, slower still;
 * ``torch``: the default pure-PyTorch backend (per-k ``grid_sample``, samples recomputed in backward);
-* ``fused``: the C++ kernel on CPU, the Triton kernels on CUDA;
+* ``fused``: the C++ kernel on CPU, the Triton kernels on CUDA, on the contiguous ``(B, C, T, H, W)`` tensor (the
+  CPU kernel copies it to channels-last and the result back);
+* ``fused_cl``: the same backend on the same values in ``channels_last_3d`` memory format, the layout SIFA-Net's
+  trunk and Swin's tokens hand the operator (no copies on CPU; the output keeps the layout);
 * yardsticks on the same tensor: ``copy`` (``x.clone()``) and a depthwise 3×3 conv, as the models run it
   (``dw3d``: ``Conv3d`` with kernel (1, 3, 3), ``groups=C``) and as fast as PyTorch runs it (``dw2d_cl``:
   ``Conv2d`` on the B·T frames in channels-last memory format).
@@ -52,6 +55,7 @@ __all__ = [
     "SHAPES",
     "SIFA_METHODS",
     "frames_channels_last",
+    "method_inputs",
     "naive_sifa",
     "op_inputs",
     "op_methods",
@@ -60,7 +64,7 @@ __all__ = [
 ]
 
 SHAPES: tuple[tuple[int, int], ...] = ((128, 28), (256, 14), (512, 7))  # (C, H = W) of the R50 SIFA blocks
-SIFA_METHODS = ("naive", "reference", "torch", "fused")
+SIFA_METHODS = ("naive", "reference", "torch", "fused", "fused_cl")
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -109,8 +113,14 @@ def frames_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 4, 1).contiguous().view(b * t, h, w, c).permute(0, 3, 1, 2)
 
 
+def method_inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The tensor each method takes where it is not ``x`` itself: ``dw2d_cl`` the :func:`frames_channels_last`
+    frames, ``fused_cl`` ``x`` in ``channels_last_3d`` memory format (same values)."""
+    return {"dw2d_cl": frames_channels_last(x), "fused_cl": x.contiguous(memory_format=torch.channels_last_3d)}
+
+
 def op_methods(channels: int, device: torch.device) -> dict[str, Method]:
-    """The timed methods (see the module docstring); ``dw2d_cl`` takes :func:`frames_channels_last` of x."""
+    """The timed methods (see the module docstring); see :func:`method_inputs` for the tensors they take."""
     fused = "triton" if device.type == "cuda" else "cpu"
     dw3d = torch.nn.Conv3d(channels, channels, (1, 3, 3), padding=(0, 1, 1), groups=channels, bias=False)
     dw2d = torch.nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
@@ -120,6 +130,7 @@ def op_methods(channels: int, device: torch.device) -> dict[str, Method]:
         "reference": lambda a, o: sifa_attention(a, o, backend="reference"),
         "torch": lambda a, o: sifa_attention(a, o, backend="torch"),
         "fused": lambda a, o: sifa_attention(a, o, backend=fused),
+        "fused_cl": lambda a, o: sifa_attention(a, o, backend=fused),
         "copy": lambda a, o: a.clone(),
         "dw3d": lambda a, o: dw3d(a),
         "dw2d_cl": lambda a, o: dw2d(a),
@@ -149,10 +160,10 @@ def time_methods(
         synchronize(device)
         times.setdefault(key, []).append(clock() - t0)
 
-    x_cl = frames_channels_last(x) if "dw2d_cl" in methods else x
+    inputs = method_inputs(x)
     for _ in range(warmup + rounds):
         for name, op in methods.items():
-            a = x_cl if name == "dw2d_cl" else x
+            a = inputs.get(name, x)
             with torch.no_grad():
                 timed(f"{name}/fwd", functools.partial(op, a, off))
             if name == "copy":
@@ -213,11 +224,13 @@ def _memory(x: torch.Tensor, off: torch.Tensor, measure_peak: bool) -> dict[str,
     ops = op_methods(x.shape[1], x.device)
     fmap = x.nbytes
     mem = {}
+    inputs = method_inputs(x)
     for key in (*SIFA_METHODS, "dw3d"):
-        xg, og = x.clone().requires_grad_(), off.clone().requires_grad_()
+        a = inputs.get(key, x)
+        xg, og = a.clone().requires_grad_(), off.clone().requires_grad_()
         entry = {"saved": _saved_bytes(functools.partial(ops[key], xg, og)) / fmap}
         if measure_peak:
-            xg, og = x.clone().requires_grad_(), off.clone().requires_grad_()
+            xg, og = a.clone().requires_grad_(), off.clone().requires_grad_()
             peak = _peak_bytes(functools.partial(ops[key], xg, og), x.device)
             unavoidable = 2 * fmap + (og.nbytes if key != "dw3d" else 0)  # y, grad x, grad offsets
             entry["peak"] = peak / fmap
@@ -229,8 +242,9 @@ def _memory(x: torch.Tensor, off: torch.Tensor, measure_peak: bool) -> dict[str,
 def _max_errors(x: torch.Tensor, off: torch.Tensor) -> dict[str, float]:
     ops = op_methods(x.shape[1], x.device)
     ref = sifa_attention(x.double(), off.double(), backend="reference")
+    inputs = method_inputs(x)
     with torch.no_grad():
-        return {k: (ops[k](x, off).double() - ref).abs().max().item() for k in SIFA_METHODS}
+        return {k: (ops[k](inputs.get(k, x), off).double() - ref).abs().max().item() for k in SIFA_METHODS}
 
 
 def _format_row(row: dict[str, Any]) -> str:

@@ -34,7 +34,8 @@ def keeps_channels_last(t: Tensor) -> bool:
 
 
 def _empty(t: Tensor, keep_channels_last: bool) -> Tensor:
-    memory_format = torch.channels_last_3d if keep_channels_last and keeps_channels_last(t) else torch.contiguous_format
+    channels_last = keep_channels_last and keeps_channels_last(t)
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     return torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=memory_format)
 
 

@@ -158,6 +158,8 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
             if device.type == "cuda":
                 return "triton"
             return "cpu" if device.type == "cpu" and cpu_loaded() else "torch"
+        if device.type == "cpu" and device.type in _LOGGED and cpu_loaded():
+            return "cpu"  # the per-call fast path once the choice was made and logged
         name, why = selected_backend(device)
         if device.type not in _LOGGED:
             _LOGGED.add(device.type)
@@ -228,7 +230,10 @@ def sifa_attention(
     if in_dtype not in (torch.float32, torch.float64):  # half precision (autocast): compute in float32
         x = x.float()
         offsets = None if offsets is None else offsets.float()
-    with torch.autocast(x.device.type, enabled=False):
+    if torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            y = impl(x, offsets, kernel_size, dilation, groups, normalize == "softmax")
+    else:
         y = impl(x, offsets, kernel_size, dilation, groups, normalize == "softmax")
     return y.to(in_dtype)
 
