@@ -12,7 +12,8 @@ virtual environment's ``bin/``, even when it is not activated).
 The kernel works on channels-last tensors (``(B, T, H, W, C)``): a ``(B, C, T, H, W)`` input in
 ``torch.channels_last_3d`` memory format (the layout of SIFA-Net's trunk, and the view
 :func:`sifa_hub.ops.sifa_attention_channels_last` hands over for Swin's tokens) costs no copy, and the output
-keeps that layout. Other layouts are copied once into it, and the output comes back contiguous.
+keeps that layout. Other layouts are copied once into it (a tiled transpose), and the output comes back
+contiguous (the forward writes it so directly; the backward transposes its results).
 
 Kernels are registered as the custom ops ``sifa_hub::cpu_forward`` / ``sifa_hub::cpu_backward``.
 """
@@ -162,8 +163,9 @@ def _like(y_cl: Tensor, t: Tensor) -> Tensor:
 
 def _forward(x: Tensor, offsets: Tensor | None, kernel_size: int, dilation: int, groups: int, softmax: bool) -> Tensor:
     off = None if offsets is None else _channels_last(offsets)
-    y = _extension().forward(_channels_last(x), off, kernel_size, dilation, groups, softmax)
-    return _like(y, x)
+    channels_last = keeps_channels_last(x)
+    y = _extension().forward(_channels_last(x), off, kernel_size, dilation, groups, softmax, not channels_last)
+    return y.permute(0, 4, 1, 2, 3) if channels_last else y
 
 
 def _backward(

@@ -3,7 +3,8 @@
 // Layout. Every tensor is channels-last and contiguous: x, y, grad_y and grad_x are (B, T, H, W, C), the offsets
 // and their gradient (B, T-1, H, W, 2K²). A query, an output pixel and each of the four bilinear corners of a
 // sample are then contiguous C-vectors, read and written in place (the Python wrapper hands these tensors over
-// as views of channels_last_3d inputs, or makes one copy of other layouts).
+// as views of channels_last_3d inputs, or makes one copy of other layouts). For those other layouts the forward
+// can write y as (B, C, T, H, W) directly, through a per-row buffer.
 //
 // Vectors. The channel loops use GCC/Clang vector types of 64 bytes (16 floats, 8 doubles): one AVX-512
 // register, two AVX2 registers, four SSE registers, whatever the build targets; channels beyond the last full
@@ -274,20 +275,45 @@ inline void normalize(const Geometry& g, scalar_t* corr) {
   }
 }
 
+// Write a (W, C) row buffer to row h of frame t of a (B, C, T, H, W) tensor, by tiles of 16 channels (16 source
+// columns side by side, whole destination rows).
 template <typename scalar_t>
-void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, scalar_t* y) {
+inline void store_row_channels_first(const Geometry& g, const scalar_t* row, int64_t b, int64_t t, int64_t h,
+                                     scalar_t* y) {
+  constexpr int64_t kTile = 16;
+  scalar_t* dst[kTile];
+  for (int64_t c0 = 0; c0 < g.C; c0 += kTile) {
+    const int64_t n = std::min(kTile, g.C - c0);
+    for (int64_t i = 0; i < n; ++i) dst[i] = y + ((b * g.C + c0 + i) * g.T + t) * g.H * g.W + h * g.W;
+    for (int64_t w = 0; w < g.W; ++w) {
+      const scalar_t* src = row + w * g.C + c0;
+      if (n == kTile) {
+        for (int64_t i = 0; i < kTile; ++i) dst[i][w] = src[i];  // fixed trip count: unrolled
+      } else {
+        for (int64_t i = 0; i < n; ++i) dst[i][w] = src[i];
+      }
+    }
+  }
+}
+
+// y is (B, T, H, W, C), or (B, C, T, H, W) with `channels_first_out` (each output row is computed in a buffer
+// and transposed into place, which saves a channels-last copy of y and a pass over it).
+template <typename scalar_t>
+void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, scalar_t* y, bool channels_first_out) {
   const int64_t C = g.C, G = g.groups, k2 = g.k2(), S = g.steps(), n_off = 2 * k2;
   at::parallel_for(0, g.B * S * g.H, grain(g.W * C * k2), [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> samples(k2 * C), corr(k2 * G), rows(k2), cols(k2);
+    std::vector<scalar_t> row_buffer(channels_first_out ? g.W * C : 0);
     std::vector<Sample<scalar_t>> sm(k2);
     Scratch<scalar_t> scratch(C);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task % g.H, n = task / g.H, b = n / S, step = n % S;
       const int64_t row0 = ((b * g.T + step) * g.H + h) * g.W;  // pixel (b, step, h, 0) of x and y
       const scalar_t* keys = x + (b * g.T + step + 1) * g.frame();
+      scalar_t* out_row = channels_first_out ? row_buffer.data() : y + row0 * C;
       for (int64_t w = 0; w < g.W; ++w) {
         const scalar_t* q = x + (row0 + w) * C;
-        scalar_t* out = y + (row0 + w) * C;
+        scalar_t* out = out_row + w * C;
         positions(g, off ? off + ((n * g.H + h) * g.W + w) * n_off : nullptr, h, w, rows.data(), cols.data());
         for (int64_t k = 0; k < k2; ++k) locate<scalar_t>(rows[k], cols[k], g, keys, nullptr, scratch, sm[k]);
         for (int64_t gi = 0; gi < G; ++gi)
@@ -295,6 +321,7 @@ void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, s
         normalize(g, corr.data());
         for (int64_t gi = 0; gi < G; ++gi) aggregate<scalar_t>(g, corr.data(), sm.data(), gi, samples.data(), out);
       }
+      if (channels_first_out) store_row_channels_first(g, out_row, b, step, h, y);
     }
   });
 }
@@ -515,16 +542,18 @@ torch::Tensor transpose_channels(const torch::Tensor& t_in, bool channels_last) 
   return out;
 }
 
-// x (B, T, H, W, C), offsets (B, T-1, H, W, 2K²) or None → y (B, T, H, W, C), all contiguous.
+// x (B, T, H, W, C), offsets (B, T-1, H, W, 2K²) or None → y (B, T, H, W, C), all contiguous; or y (B, C, T, H, W)
+// contiguous with channels_first_out.
 torch::Tensor sifa_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& offsets, int64_t K,
-                           int64_t dilation, int64_t groups, bool softmax) {
+                           int64_t dilation, int64_t groups, bool softmax, bool channels_first_out) {
   check_inputs(x, offsets, K);
   const auto g = geometry(x, K, dilation, groups, softmax);
-  auto y = torch::empty(x.sizes(), x.options());
-  y.select(1, g.T - 1).zero_();
+  auto y = channels_first_out ? torch::empty({g.B, g.C, g.T, g.H, g.W}, x.options())
+                              : torch::empty(x.sizes(), x.options());
+  y.select(channels_first_out ? 2 : 1, g.T - 1).zero_();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sifa_forward", [&] {
     forward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), offsets.has_value() ? offsets->data_ptr<scalar_t>() : nullptr,
-                             y.data_ptr<scalar_t>());
+                             y.data_ptr<scalar_t>(), channels_first_out);
   });
   return y;
 }
