@@ -591,6 +591,8 @@ def _never_used(key: str, model: SifaSwinTransformer) -> bool:
     block = stage.blocks[int(m.group(2))]
     mode = getattr(block, "temporal_mode", None)
     return (mode == "sifa" and m.group(3) == "conv_t") or (mode == "conv" and m.group(3) == "sifa_norm")
+
+
 _CLASSIFIER_KEYS = ("head.fc.weight", "head.fc.bias")
 
 
