@@ -17,7 +17,12 @@ from timm.optim import create_optimizer_v2
 import sifa_hub  # noqa: F401  (registers the models)
 from sifa_hub.models import sifa_swin
 from sifa_hub.models._helpers import CheckpointMismatchError
-from sifa_hub.models.sifa_swin import SifaSwinTransformer, checkpoint_filter_fn
+from sifa_hub.models.sifa_swin import (
+    SifaSwinBlock,
+    SifaSwinTransformer,
+    checkpoint_filter_fn,
+    temporal_conv_residual,
+)
 
 TRANSFORMER_FIXTURE = "official_sifa_transformer_small.safetensors"
 SHAPES_FIXTURE = "official_state_dict_shapes.json"
@@ -134,6 +139,88 @@ def test_temporal_path_is_active_once_trained():
                 if blk.conv_t is not None:
                     blk.conv_t.weight.normal_(0, 0.1)
     assert not torch.allclose(model(x), before, atol=1e-4)
+
+
+def _conv3d_block_forward(self: SifaSwinBlock, x: torch.Tensor) -> torch.Tensor:
+    """Reference: the block with its temporal path on channels-first ``(B, C, T', H, W)`` copies of the tokens,
+    through ``SIFA.forward`` and the ``nn.Conv3d`` module (the layout of the official code)."""
+    B, T, H, W, C = x.shape
+    x = x.reshape(B * T, H, W, C)
+    x = x + self.drop_path1(self._attn(self.norm1(x)))
+    x_cf = x.view(B, T, H, W, C).permute(0, 4, 1, 2, 3)
+    if self.temporal_mode == "sifa":
+        y = self.sifa(x_cf.contiguous())
+        x = x + self.sifa_norm(y.permute(0, 2, 3, 4, 1).reshape(B * T, H, W, C))
+    elif self.temporal_mode == "conv":
+        x = x + self.conv_t(x_cf.contiguous()).permute(0, 2, 3, 4, 1).reshape(B * T, H, W, C)
+    x = x.reshape(B * T, H * W, C)
+    x = x + self.drop_path2(self.mlp(self.norm2(x)))
+    return x.reshape(B, T, H, W, C)
+
+
+def _randomise_temporal_path(model: SifaSwinTransformer) -> None:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SifaSwinBlock) and m.sifa_norm is not None:
+                m.sifa_norm.weight.normal_(1.0, 0.2)
+                m.sifa_norm.bias.normal_(0.0, 0.1)
+            if isinstance(m, SifaSwinBlock) and m.conv_t is not None:
+                m.conv_t.weight.normal_(0.0, 0.1)
+
+
+@pytest.mark.parametrize("batch, frames", [(2, 8), (1, 4), (2, 2)])  # T' = 4, 2, 1
+def test_temporal_conv_gemms_equal_conv3d(batch, frames):
+    """``temporal_conv_residual`` (GEMMs on channels-last tokens) is ``x + conv_t(x)``, values and gradients."""
+    t = frames // 2
+    gen = torch.Generator().manual_seed(2)
+    conv = torch.nn.Conv3d(6, 6, (3, 1, 1), padding=(1, 0, 0), bias=False).double()
+    torch.nn.init.normal_(conv.weight, generator=gen)
+    x = torch.randn(batch, t, 3, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    got = temporal_conv_residual(x, conv.weight)
+    want = x + conv(x.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)
+    assert got.shape == x.shape and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(want.shape, dtype=torch.float64, generator=gen)
+    got_grads = torch.autograd.grad(got, (x, conv.weight), grad)
+    want_grads = torch.autograd.grad(want, (x, conv.weight), grad)
+    torch.testing.assert_close(got_grads, want_grads, rtol=1e-12, atol=1e-12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # GEMMs in bf16, summed into x's float32 like x + conv_t(x)
+        got = temporal_conv_residual(x.float(), conv.weight.float())
+        want = x.float() + conv.float()(x.float().permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, frames",
+    [
+        ("sifa_swin_pico", {}, 8),  # T' = 4
+        ("sifa_swin_pico", {}, 4),  # T' = 2
+        ("sifa_swin_pico", {}, 2),  # T' = 1: the temporal conv only uses its centre tap, SIFA gives zero
+        ("sifa_swin_tiny_patch4_window7_224", {"img_size": 64, "window_size": 4, "drop_path_rate": 0.0}, 8),
+    ],
+)
+def test_channels_last_temporal_path_equals_the_channels_first_path(name, kwargs, frames, monkeypatch):
+    """The block's channels-last temporal path (SIFA.forward_channels_last, GEMM temporal conv) gives the outputs
+    and gradients of the channels-first SIFA / nn.Conv3d path, in float64."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=3, **kwargs).double()
+    _randomise_temporal_path(model)
+    size = model.pretrained_cfg["input_size"][-1] if not kwargs else kwargs["img_size"]
+    x = torch.randn(2, 3, frames, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+    def run() -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        clip = x.clone().requires_grad_()
+        out = model(clip)
+        params = [p for n, p in model.named_parameters() if ".sifa_norm." in n or ".conv_t." in n]
+        grads = torch.autograd.grad(out.square().sum(), [clip, *params])
+        return out, grads
+
+    out, grads = run()
+    monkeypatch.setattr(SifaSwinBlock, "forward", _conv3d_block_forward)
+    want, want_grads = run()
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads, want_grads, rtol=1e-10, atol=1e-12)
 
 
 def test_head_api_reset_classifier_and_pre_logits():

@@ -43,6 +43,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, resize_rel_pos_bias_table, to_2tuple
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
@@ -63,7 +64,14 @@ from ._helpers import (
 from ._pretrained import imagenet_cfgs
 from ._validation import check_clip
 
-__all__ = ["SifaSwinTransformer", "SifaSwinBlock", "SifaSwinStage", "TubeletEmbed", "checkpoint_filter_fn"]
+__all__ = [
+    "SifaSwinTransformer",
+    "SifaSwinBlock",
+    "SifaSwinStage",
+    "TubeletEmbed",
+    "checkpoint_filter_fn",
+    "temporal_conv_residual",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -98,13 +106,38 @@ class TubeletEmbed(nn.Module):
         return self.norm(x.permute(0, 2, 3, 4, 1))  # (B, T', H', W', D)
 
 
+def temporal_conv_residual(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x + conv_t(x)`` on channels-last tokens: the temporal conv (kernel 3 over T', zero padding 1, no bias) as
+    three GEMMs over the channels, without the channels-first copies of ``nn.Conv3d``.
+
+    ``y[t] = x[t] + W1·x[t] + W0·x[t-1] + W2·x[t+1]`` with ``W_k = weight[:, :, k, 0, 0]`` and ``x[-1] = x[T'] = 0``
+    (``T' = 1`` uses only ``W1``). The products run in the dtype of ``F.linear`` (autocast's under autocast) and
+    are added to ``x`` in the promoted dtype, as in ``x + conv_t(x)``.
+
+    Args:
+        x: tokens ``(B, T', H, W, C)``.
+        weight: the ``nn.Conv3d`` weight ``(C, C, 3, 1, 1)``.
+
+    Returns:
+        ``(B, T', H, W, C)``.
+    """
+    w_prev, w_cur, w_next = weight.flatten(2).permute(2, 0, 1).contiguous()  # 3 x (C_out, C_in)
+    y = x + F.linear(x, w_cur)
+    y[:, 1:] += F.linear(x[:, :-1], w_prev)
+    y[:, :-1] += F.linear(x[:, 1:], w_next)
+    return y
+
+
 class SifaSwinBlock(SwinTransformerBlock):
     """timm's Swin block plus the SIFA-Transformer temporal path, on ``(B, T', H, W, C)`` tokens.
 
     ``temporal_mode`` is ``"sifa"`` for blocks whose windows are not shifted (``x += LN_sifa(SIFA(x))``),
     ``"conv"`` for shifted ones (``x += conv_t(x)``, kernel 3 over T'), ``None`` without SIFA (C2D twin).
     Only the module of ``temporal_mode`` is built (``sifa`` + ``sifa_norm``, or ``conv_t``); the released blocks
-    also held the other, never used (see the module docstring).
+    also held the other, never used (see the module docstring). Both temporal paths take the channels-last tokens
+    as they are (no permute copies in the block): SIFA through :meth:`~sifa_hub.layers.SIFA.forward_channels_last`,
+    the temporal conv as GEMMs (:func:`temporal_conv_residual`) with the weight ``(C, C, 3, 1, 1)`` of the
+    ``nn.Conv3d`` ``conv_t``.
 
     Args:
         dim: channels C.
@@ -186,12 +219,11 @@ class SifaSwinBlock(SwinTransformerBlock):
         B, T, H, W, C = x.shape
         x = x.reshape(B * T, H, W, C)
         x = x + self.drop_path1(self._attn(self.norm1(x)))  # (B·T', H, W, C)
+        x = x.reshape(B, T, H, W, C)  # a view: the temporal path runs on the channels-last tokens
         if self.sifa is not None and self.sifa_norm is not None:  # temporal_mode "sifa"
-            y = self.sifa(x.view(B, T, H, W, C).permute(0, 4, 1, 2, 3))  # (B, C, T', H, W)
-            x = x + self.sifa_norm(y.permute(0, 2, 3, 4, 1).reshape(B * T, H, W, C))
-        elif self.temporal_mode == "conv" and self.conv_t is not None:
-            z = self.conv_t(x.view(B, T, H, W, C).permute(0, 4, 1, 2, 3))  # (B, C, T', H, W)
-            x = x + z.permute(0, 2, 3, 4, 1).reshape(B * T, H, W, C)
+            x = x + self.sifa_norm(self.sifa.forward_channels_last(x))
+        elif self.conv_t is not None:  # temporal_mode "conv"
+            x = temporal_conv_residual(x, self.conv_t.weight)
         x = x.reshape(B * T, H * W, C)
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
         return x.reshape(B, T, H, W, C)
