@@ -167,7 +167,7 @@ def test_bad_arguments_name_the_problem(kwargs: dict, message: str) -> None:
         bench.run_models(**kwargs, log=lambda s: None)
 
 
-def test_run_models_tiny_writes_both_reports_and_renders_them_again(tmp_path) -> None:
+def test_run_models_tiny_writes_both_reports_and_renders_them_again(tmp_path, monkeypatch) -> None:
     out, raw = tmp_path / "RESULTS.md", tmp_path / "raw.json"
     report = bench.run_models(
         PICO, reference="c2d_resnet_pico", profile_model=None, frames=4, size=32, batch_sizes=[1], dtypes=["fp32"],
@@ -183,6 +183,14 @@ def test_run_models_tiny_writes_both_reports_and_renders_them_again(tmp_path) ->
     rendered = tmp_path / "RENDERED.md"
     assert bench.render_models(str(raw), out=str(rendered)).split("Run: ", 1)[1] == report.split("Run: ", 1)[1]
     assert rendered.read_text() == out.read_text()
+    # A FLOP-scaled throughput target: bound × twin FLOPs / SIFA FLOPs, with both FLOP counts shown.
+    from sifa_hub.bench import report as report_mod
+
+    monkeypatch.setattr(report_mod, "TARGETS", (("sifa_resnet_pico", "infer", "FLOP-scaled throughput", 0.95),))
+    flops = {i["name"]: i["flops"] for i in data["infos"]}
+    bound = 0.95 * flops["c2d_resnet_pico"] / flops["sifa_resnet_pico"]
+    targets = bench.render_models(str(raw)).split("### Targets", 1)[1]
+    assert f"sifa_resnet_pico infer throughput ≥ {bound:.3f}× twin (= 0.95 × " in targets
 
 
 def test_render_models_names_a_bad_file(tmp_path) -> None:
