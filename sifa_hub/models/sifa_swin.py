@@ -122,9 +122,11 @@ def temporal_conv_residual(x: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
         ``(B, T', H, W, C)``.
     """
     w_prev, w_cur, w_next = weight.flatten(2).permute(2, 0, 1).contiguous()  # 3 x (C_out, C_in)
-    y = x + F.linear(x, w_cur)
-    y[:, 1:] += F.linear(x[:, :-1], w_prev)
-    y[:, :-1] += F.linear(x[:, 1:], w_next)
+    z = F.linear(x, w_cur)
+    y = x + z
+    x = x.to(z.dtype)  # under autocast: one cast for both shifted GEMMs (not one per slice); else a no-op
+    y[:, 1:].add_(F.linear(x[:, :-1], w_prev))
+    y[:, :-1].add_(F.linear(x[:, 1:], w_next))
     return y
 
 
