@@ -1,4 +1,8 @@
-"""SIFA-Net's frame-wise 2D convs in ``channels_last_3d`` layout compute exactly the plain ``Conv3d`` network."""
+"""SIFA-Net's frame-wise 2D convs in ``channels_last_3d`` layout compute exactly the plain ``Conv3d`` network.
+
+Most tests run twice: with every conv frame-wise (``min_frame_pixels = 0``, the path under test everywhere) and
+with the default threshold, where the small maps of these test clips run as ``Conv3d`` (mixed layouts).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,19 @@ SMALL_R50 = {"layers": (1, 2, 2, 2), "width_per_group": 16, "num_frames": 16, "n
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=["all_frame_wise", "default_threshold"])
+def frame_wise(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with every 2D-kernel conv frame-wise, and with the default size threshold."""
+    if request.param == "all_frame_wise":
+        monkeypatch.setattr(FrameConv3d, "min_frame_pixels", 0)
+    return str(request.param)
+
+
+@pytest.fixture
+def all_frame_wise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FrameConv3d, "min_frame_pixels", 0)
 
 
 def _plain_conv3d(model: nn.Module) -> nn.Module:
@@ -74,16 +91,20 @@ def _clip(name: str, batch: int = 2) -> torch.Tensor:
     [((1, 1, 1), (1, 1, 1), 0, False), ((1, 3, 3), (1, 2, 2), (0, 1, 1), True), ((1, 3, 3), 1, (0, 1, 1), False)],
 )
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last_3d"])
-def test_frame_conv_equals_conv3d(kernel: tuple, stride: object, padding: object, bias: bool, layout: str) -> None:
+def test_frame_conv_equals_conv3d(
+    kernel: tuple, stride: object, padding: object, bias: bool, layout: str, frame_wise: str
+) -> None:
     conv = FrameConv3d(6, 10, kernel, stride, padding, bias=bias, dtype=torch.float64)
-    x = torch.randn(2, 6, 3, 9, 8, dtype=torch.float64)
+    x = torch.randn(2, 6, 3, 9, 8, dtype=torch.float64)  # 3·9·8 output pixels per clip at most: below the default
     if layout == "channels_last_3d":
         x = x.contiguous(memory_format=CL3)
     x.requires_grad_()
     y = conv(x)
     want = F.conv3d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     torch.testing.assert_close(y, want, rtol=0, atol=1e-12)
-    assert y.is_contiguous(memory_format=CL3) == (layout == "channels_last_3d")
+    assert conv._frame_wise(x) == (frame_wise == "all_frame_wise")
+    if conv._frame_wise(x):
+        assert y.is_contiguous(memory_format=CL3) == (layout == "channels_last_3d")
     grad = torch.randn_like(y)
     got = torch.autograd.grad(y, (x, conv.weight) + ((conv.bias,) if bias else ()), grad)
     ref = torch.autograd.grad(want, (x, conv.weight) + ((conv.bias,) if bias else ()), grad)
@@ -91,16 +112,37 @@ def test_frame_conv_equals_conv3d(kernel: tuple, stride: object, padding: object
         torch.testing.assert_close(g, r, rtol=0, atol=1e-11)
 
 
-def test_frame_conv_falls_back_to_conv3d_for_temporal_kernels() -> None:
+def test_frame_conv_falls_back_to_conv3d_for_temporal_kernels(all_frame_wise: None) -> None:
     """A kernel, stride or padding along time is not frame-wise: the module is then an ``nn.Conv3d``."""
     x = torch.randn(1, 4, 6, 7, 7, dtype=torch.float64)
     for conv in (
         FrameConv3d(4, 5, (3, 1, 1), padding=(1, 0, 0), dtype=torch.float64),
         FrameConv3d(4, 5, 1, stride=(2, 1, 1), dtype=torch.float64),
         FrameConv3d(4, 5, (1, 3, 3), padding=(1, 1, 1), dtype=torch.float64),
+        FrameConv3d(4, 5, (1, 3, 3), padding="same", dtype=torch.float64),
     ):
+        assert not conv._frame_wise(x)
         want = F.conv3d(x, conv.weight, conv.bias, conv.stride, conv.padding)
         torch.testing.assert_close(conv(x), want, rtol=0, atol=1e-12)
+
+
+def test_frame_wise_from_the_output_pixels_per_clip() -> None:
+    """The threshold counts ``T·H'·W'`` (output pixels of one clip, whatever the batch), so that sifa_resnet50 on
+    16x224x224 clips runs layer1-3 and the dual branch frame-wise, layer4 (4·7·7 output pixels; all but the
+    first 1x1 conv, on 14·14) as ``Conv3d``."""
+    conv = FrameConv3d(8, 8, (1, 3, 3), (1, 2, 2), (0, 1, 1))
+    limit = FrameConv3d.min_frame_pixels
+    assert conv._frame_wise(torch.empty(1, 8, limit, 2, 2))  # T·1·1 = limit
+    assert not conv._frame_wise(torch.empty(64, 8, limit - 1, 2, 2))
+    model = timm.create_model("sifa_resnet50", num_classes=4)
+    seen: dict[str, bool] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, FrameConv3d):
+            m.register_forward_pre_hook(lambda mod, args, name=name: seen.update({name: mod._frame_wise(args[0])}))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 16, 224, 224))
+    assert not seen.pop("conv1")  # the (4, 7, 7) stem
+    assert {n for n, f in seen.items() if not f} == {n for n in seen if n.startswith("layer4.")} - {"layer4.0.conv1"}
 
 
 def test_trunk_convs_are_frame_wise_with_conv3d_parameters() -> None:
@@ -118,7 +160,7 @@ def test_trunk_convs_are_frame_wise_with_conv3d_parameters() -> None:
 
 @pytest.mark.parametrize("name", ["sifa_resnet_pico", "c2d_resnet_pico", "small_r50"])
 @pytest.mark.parametrize("train", [False, True])
-def test_same_function_as_plain_conv3d(name: str, train: bool) -> None:
+def test_same_function_as_plain_conv3d(name: str, train: bool, frame_wise: str) -> None:
     """Outputs, both heads, feature maps and every gradient equal the plain ``Conv3d`` network's (float64)."""
     model = _model(name).train(train)
     ref = _plain_conv3d(model).train(train)
@@ -145,10 +187,10 @@ def test_same_function_as_plain_conv3d(name: str, train: bool) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", ["sifa_resnet_pico", "small_r50"])
-def test_activations_stay_channels_last_3d(name: str, dtype: torch.dtype) -> None:
-    """After the stem conv every 5-D activation is ``channels_last_3d`` (the frame views need no copies), and the
-    maps handed to users are ``(B, C, T, H, W)`` tensors in that layout. (The stem conv's own output has it where
-    oneDNN runs the conv: float32, not the float64 ``Conv3d`` of an early stride > 1.)"""
+def test_activations_stay_channels_last_3d(name: str, dtype: torch.dtype, all_frame_wise: None) -> None:
+    """With every conv frame-wise, every 5-D activation after the stem conv is ``channels_last_3d`` (the frame
+    views need no copies), and the maps handed to users are ``(B, C, T, H, W)`` tensors in that layout. (The stem
+    conv's own output has it where oneDNN runs the conv: float32, not the float64 ``Conv3d`` of early stride 4.)"""
     model = _model(name).to(dtype).eval()
     seen: list[tuple[str, torch.Tensor]] = []
 
@@ -173,7 +215,7 @@ def test_activations_stay_channels_last_3d(name: str, dtype: torch.dtype) -> Non
         assert m.dim() == 5 and m.shape[0] == 1 and m.is_contiguous(memory_format=CL3)
 
 
-def test_no_activation_copies_in_the_c2d_trunk() -> None:
+def test_no_activation_copies_in_the_c2d_trunk(all_frame_wise: None) -> None:
     """The profiler sees one copy of an activation (a 5-D tensor of the clip's batch) in a C2D forward: the input
     clip's, into ``channels_last_3d`` at the stem (oneDNN may still copy a conv weight into its layout)."""
     model = SifaResNet(**SMALL_R50, use_sifa=False).eval()

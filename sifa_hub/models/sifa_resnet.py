@@ -8,8 +8,9 @@ Architecture (reference mode = the released code):
     * C2D ResNet, ``Conv3d`` everywhere (2D kernels as ``(1, k, k)``), ``BatchNorm3d``, torchvision-style
       bottleneck; stem ``Conv3d(in_chans, 64, (E, 7, 7), stride (E, 2, 2))`` with ``E`` = early stride.
       Here the ``(1, k, k)`` convs keep their ``Conv3d`` parameters but compute as 2D convs of the frames
-      (:class:`FrameConv3d`), on activations in ``channels_last_3d`` layout from the stem on: the same function,
-      faster on CPU. Feature maps are ``(B, C, T, H, W)`` tensors with ``channels_last_3d`` strides.
+      (:class:`FrameConv3d`) on activations in ``channels_last_3d`` layout from the stem on, except on small maps
+      where ``Conv3d`` is faster: the same function, faster on CPU. Feature maps are ``(B, C, T, H, W)`` tensors
+      (with ``channels_last_3d`` strides where they come from frame-wise convs).
     * layer1: plain bottlenecks. layer2-4: blocks alternate a global-context bottleneck (even index) and a
       SIFA bottleneck (odd index, ``out = out + SIFA(out)`` after conv2-bn-relu).
     * Two heads: ``layer4`` at full time and ``layer4_dual`` (layer4's structure, spatial stride 1) on
@@ -110,36 +111,53 @@ def dual_head_loss(
 
 
 class FrameConv3d(nn.Conv3d):
-    """``nn.Conv3d`` with a ``(1, k, k)`` kernel, computed as ``F.conv2d`` on the frames.
+    """``nn.Conv3d`` with a ``(1, k, k)`` kernel, computed as ``F.conv2d`` on the frames where that is faster.
 
     Parameters, state-dict keys and results are those of ``nn.Conv3d`` (it is one: ``isinstance`` checks and
     checkpoints are unaffected). PyTorch's CPU backend runs most batch-1 ``Conv3d`` as im2col + GEMM
-    (``slow_conv3d``); the 2D conv of the ``B·T`` frames runs with oneDNN (1.3-2.5x faster for the 3x3 kernels
-    of layer1-3). On a ``channels_last_3d`` input, physically ``(B, T, H, W, C)``, the frames ``(B·T, C, H, W)``
+    (``slow_conv3d``); the 2D conv of the ``B·T`` frames runs with oneDNN, 1.3-3x faster for the 3x3 kernels on
+    large maps. On a ``channels_last_3d`` input, physically ``(B, T, H, W, C)``, the frames ``(B·T, C, H, W)``
     are a channels-last view (oneDNN's native layout) and the output is ``channels_last_3d`` again: no copy in
-    or out (a channels-first input costs one copy). A kernel, stride, dilation or padding along time falls back
-    to ``nn.Conv3d``.
+    or out (a channels-first input costs one copy).
+
+    oneDNN re-lays out the weight on every call, which small maps do not amortise (a 512-channel 3x3 conv on
+    ``2·2`` pixels per frame takes 3x longer than ``slow_conv3d``): below :attr:`min_frame_pixels` output pixels
+    per clip (``T·H'·W'``, the batch is left out so that a traced batch dimension stays symbolic) and for a
+    kernel, stride, dilation or padding along time the module runs as ``nn.Conv3d`` (channels-first output).
     """
 
+    #: output pixels per clip (``T·H'·W'``) from which the conv runs frame-wise; measured on a 2-core CPU, the
+    #: crossover of the R50 and pico convs lies between 64 and 256 (sifa_resnet50 at 224: layer4 has 4·7·7)
+    min_frame_pixels: int = 256
+
+    def _frame_wise(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` ``(B, C, T, H, W)`` is convolved frame by frame (see the class docstring)."""
+        padding = self.padding
+        if x.dim() != 5 or self.padding_mode != "zeros" or isinstance(padding, str):
+            return False
+        (kt, kh, kw), (st, sh, sw), (dt, dh, dw) = self.kernel_size, self.stride, self.dilation
+        if kt != 1 or st != 1 or dt != 1 or padding[0] != 0:
+            return False
+        h_out = (x.shape[3] + 2 * padding[1] - dh * (kh - 1) - 1) // sh + 1
+        w_out = (x.shape[4] + 2 * padding[2] - dw * (kw - 1) - 1) // sw + 1
+        return x.shape[2] * h_out * w_out >= self.min_frame_pixels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T, H, W)`` → ``(B, out_channels, T, H', W')``."""
-        frame_wise = (
-            self.kernel_size[0] == 1
-            and self.stride[0] == 1
-            and self.dilation[0] == 1
-            and self.padding_mode == "zeros"
-            and isinstance(self.padding, tuple)
-            and self.padding[0] == 0
-            and x.dim() == 5
-        )
-        if not frame_wise:
+        """``(B, C, T, H, W)`` → ``(B, out_channels, T', H', W')``."""
+        if not self._frame_wise(x):
             return super().forward(x)
-        b, t = x.shape[0], x.shape[2]
-        frames = x.transpose(1, 2).flatten(0, 1)  # (B·T, C, H, W); a view for a channels_last_3d x
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # a view for a channels_last_3d x
         out = F.conv2d(
-            frames, self.weight[:, :, 0], self.bias, self.stride[1:], self.padding[1:], self.dilation[1:], self.groups
+            frames,
+            self.weight.squeeze(2),
+            self.bias,
+            self.stride[1:],
+            self.padding[1:],
+            self.dilation[1:],
+            self.groups,
         )  # (B·T, C', H', W')
-        return out.unflatten(0, (b, t)).transpose(1, 2)  # (B, C', T, H', W')
+        return out.view(b, t, out.shape[1], out.shape[2], out.shape[3]).transpose(1, 2)  # (B, C', T, H', W')
 
 
 def _conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> FrameConv3d:
@@ -550,8 +568,9 @@ class SifaResNet(nn.Module):
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """Stem conv-bn-relu ``(B, C, T, H, W)`` → ``(B, stem_width, T/E, H/s, W/s)``, ``channels_last_3d``.
 
-        The clip is converted to ``channels_last_3d`` once, here, and every later op keeps that layout (the
-        frame-wise convs read it without copies, see :class:`FrameConv3d`). A ``channels_last_3d`` input is also
+        The clip is converted to ``channels_last_3d`` once, here, and the later ops keep that layout while the
+        convs run frame-wise (reading it without copies, see :class:`FrameConv3d`); where the maps get small the
+        convs run as ``Conv3d`` and the rest of the branch is channels-first. A ``channels_last_3d`` input is also
         the faster one for oneDNN's stem conv, whose output then has that layout too; the second conversion only
         acts where the conv does not keep it (``Conv3d`` in float64, without oneDNN).
         """
