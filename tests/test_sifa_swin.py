@@ -223,6 +223,19 @@ def test_channels_last_temporal_path_equals_the_channels_first_path(name, kwargs
     torch.testing.assert_close(grads, want_grads, rtol=1e-10, atol=1e-12)
 
 
+def test_blocks_see_contiguous_channels_last_tokens():
+    """The tubelet embedding hands the stages contiguous (B, T', H, W, C) tokens and every block keeps them so:
+    a channels-first memory order would make each LayerNorm, Linear and temporal GEMM copy its input."""
+    model = _pico().eval()
+    seen = []
+    for blk in model.modules():
+        if isinstance(blk, SifaSwinBlock):
+            blk.register_forward_hook(lambda m, args, out: seen.append((args[0].is_contiguous(), out.is_contiguous())))
+    with torch.no_grad():
+        model(_clip(b=1))  # batch 1: the block's reshape of a permuted view would not copy it either
+    assert seen == [(True, True)] * 4
+
+
 def test_head_api_reset_classifier_and_pre_logits():
     model = _pico().eval()
     x = _clip()

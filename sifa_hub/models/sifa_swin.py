@@ -101,9 +101,11 @@ class TubeletEmbed(nn.Module):
         self.norm = norm_layer(embed_dim) if norm_layer is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T, H, W)`` → ``(B, T/E, H/P, W/P, D)`` (channels last, as timm's Swin stages expect)."""
+        """``(B, C, T, H, W)`` → ``(B, T/E, H/P, W/P, D)``: contiguous channels-last tokens, as timm's Swin stages
+        expect (a permuted view would keep the first stage in the conv's channels-first memory order, where its
+        LayerNorms, Linears and temporal path copy their inputs)."""
         x = self.proj(x)  # (B, D, T', H', W')
-        return self.norm(x.permute(0, 2, 3, 4, 1))  # (B, T', H', W', D)
+        return self.norm(x.permute(0, 2, 3, 4, 1).contiguous())  # (B, T', H', W', D)
 
 
 def temporal_conv_residual(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
