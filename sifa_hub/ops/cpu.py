@@ -162,7 +162,7 @@ def _like(y_cl: Tensor, t: Tensor) -> Tensor:
 
 
 def _forward(x: Tensor, offsets: Tensor | None, kernel_size: int, dilation: int, groups: int, softmax: bool) -> Tensor:
-    off = None if offsets is None else _channels_last(offsets)
+    off = None if offsets is None else offsets.permute(0, 2, 3, 4, 1)  # a view: the kernel reads any strides
     channels_last = keeps_channels_last(x)
     y = _extension().forward(_channels_last(x), off, kernel_size, dilation, groups, softmax, not channels_last)
     return y.permute(0, 4, 1, 2, 3) if channels_last else y
@@ -178,12 +178,14 @@ def _backward(
     softmax: bool,
     need_offsets: bool,
 ) -> tuple[Tensor, Tensor]:
-    off = None if offsets is None else _channels_last(offsets)
+    off = None if offsets is None else offsets.permute(0, 2, 3, 4, 1)  # a view: the kernel reads any strides
+    grad_off_cl = offsets is not None and keeps_channels_last(offsets)
+    x_cl, grad_y_cl = _channels_last(x), _channels_last(grad_y)
     grad_x, grad_off = _extension().backward(
-        _channels_last(grad_y), _channels_last(x), off, kernel_size, dilation, groups, softmax, need_offsets
+        grad_y_cl, x_cl, off, kernel_size, dilation, groups, softmax, need_offsets, grad_off_cl
     )
-    if offsets is not None and grad_off.dim() == 5:
-        grad_off = _like(grad_off, offsets)
+    if grad_off.dim() == 5:  # (B, T-1, H, W, 2K²) view of the layout asked for
+        grad_off = grad_off.permute(0, 4, 1, 2, 3)
     return _like(grad_x, x), grad_off
 
 

@@ -1,7 +1,8 @@
 // Fused SIFA operator for CPU: forward and backward in one pass over the pixels, no K²-fold tensors.
 //
-// Layout. Every tensor is channels-last and contiguous: x, y, grad_y and grad_x are (B, T, H, W, C), the offsets
-// and their gradient (B, T-1, H, W, 2K²). A query, an output pixel and each of the four bilinear corners of a
+// Layout. The features are channels-last and contiguous: x, y, grad_y and grad_x are (B, T, H, W, C). The offsets
+// and their gradient are (B, T-1, H, W, 2K²) views with any strides (a permuted view of PyTorch's (B, 2K², T-1, H,
+// W) layout costs no copy: a pixel's 2K² values are read with a stride). A query, an output pixel and each of the four bilinear corners of a
 // sample are then contiguous C-vectors, read and written in place (the Python wrapper hands these tensors over
 // as views of channels_last_3d inputs, or makes one copy of other layouts). For those other layouts the forward
 // can write y as (B, C, T, H, W) directly, through a per-row buffer.
@@ -62,6 +63,15 @@ inline scalar_t hsum(vec_t<scalar_t> v) {
     for (int64_t i = 0; i < width; ++i) a[i] += a[i + width];
   return a[0];
 }
+
+// Strides of a (B, T-1, H, W, 2K²) offsets view.
+struct OffsetStrides {
+  int64_t b = 0, s = 0, h = 0, w = 0, k = 0;
+  OffsetStrides() = default;
+  explicit OffsetStrides(const torch::Tensor& t)
+      : b(t.stride(0)), s(t.stride(1)), h(t.stride(2)), w(t.stride(3)), k(t.stride(4)) {}
+  int64_t pixel(int64_t bi, int64_t step, int64_t hi, int64_t wi) const { return bi * b + step * s + hi * h + wi * w; }
+};
 
 struct Geometry {
   int64_t B, C, T, H, W, K, dilation, groups, pad;
@@ -251,12 +261,14 @@ inline int64_t grain(int64_t work_per_task) {
   return std::max<int64_t>(1, kMinWorkPerChunk / std::max<int64_t>(1, work_per_task));
 }
 
-// Sample points of the K² keys of pixel (h, w); `off` points at the pixel's 2K² offsets (or is null).
+// Sample points of the K² keys of pixel (h, w); `off` points at the pixel's 2K² offsets, `stride` apart (or is
+// null).
 template <typename scalar_t>
-inline void positions(const Geometry& g, const scalar_t* off, int64_t h, int64_t w, scalar_t* rows, scalar_t* cols) {
+inline void positions(const Geometry& g, const scalar_t* off, int64_t stride, int64_t h, int64_t w, scalar_t* rows,
+                      scalar_t* cols) {
   for (int64_t k = 0; k < g.k2(); ++k) {
-    rows[k] = static_cast<scalar_t>(h + g.grid_row[k]) + (off ? off[2 * k] : scalar_t(0));
-    cols[k] = static_cast<scalar_t>(w + g.grid_col[k]) + (off ? off[2 * k + 1] : scalar_t(0));
+    rows[k] = static_cast<scalar_t>(h + g.grid_row[k]) + (off ? off[2 * k * stride] : scalar_t(0));
+    cols[k] = static_cast<scalar_t>(w + g.grid_col[k]) + (off ? off[(2 * k + 1) * stride] : scalar_t(0));
   }
 }
 
@@ -299,8 +311,9 @@ inline void store_row_channels_first(const Geometry& g, const scalar_t* row, int
 // y is (B, T, H, W, C), or (B, C, T, H, W) with `channels_first_out` (each output row is computed in a buffer
 // and transposed into place, which saves a channels-last copy of y and a pass over it).
 template <typename scalar_t>
-void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, scalar_t* y, bool channels_first_out) {
-  const int64_t C = g.C, G = g.groups, k2 = g.k2(), S = g.steps(), n_off = 2 * k2;
+void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, const OffsetStrides& os, scalar_t* y,
+                    bool channels_first_out) {
+  const int64_t C = g.C, G = g.groups, k2 = g.k2(), S = g.steps();
   at::parallel_for(0, g.B * S * g.H, grain(g.W * C * k2), [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> samples(k2 * C), corr(k2 * G), rows(k2), cols(k2);
     std::vector<scalar_t> row_buffer(channels_first_out ? g.W * C : 0);
@@ -314,7 +327,7 @@ void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, s
       for (int64_t w = 0; w < g.W; ++w) {
         const scalar_t* q = x + (row0 + w) * C;
         scalar_t* out = out_row + w * C;
-        positions(g, off ? off + ((n * g.H + h) * g.W + w) * n_off : nullptr, h, w, rows.data(), cols.data());
+        positions(g, off ? off + os.pixel(b, step, h, w) : nullptr, os.k, h, w, rows.data(), cols.data());
         for (int64_t k = 0; k < k2; ++k) locate<scalar_t>(rows[k], cols[k], g, keys, nullptr, scratch, sm[k]);
         for (int64_t gi = 0; gi < G; ++gi)
           sample_group<scalar_t, false>(g, sm.data(), gi, q, nullptr, samples.data(), corr.data(), nullptr);
@@ -400,9 +413,10 @@ inline void correlation_grads(const Geometry& g, const scalar_t* weight, scalar_
 }
 
 template <typename scalar_t>
-void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, const scalar_t* grad_y,
-                     scalar_t* grad_x, scalar_t* grad_keys, scalar_t* grad_off, int64_t band) {
-  const int64_t C = g.C, G = g.groups, Cg = g.cg(), k2 = g.k2(), S = g.steps(), n_off = 2 * k2;
+void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, const OffsetStrides& os,
+                     const scalar_t* grad_y, scalar_t* grad_x, scalar_t* grad_keys, scalar_t* grad_off,
+                     const OffsetStrides& gs, int64_t band) {
+  const int64_t C = g.C, G = g.groups, Cg = g.cg(), k2 = g.k2(), S = g.steps();
   const int64_t n_bands = (g.H + band - 1) / band;
   for (int parity = 0; parity < 2; ++parity) {
     const int64_t bands_of_parity = (n_bands - parity + 1) / 2;
@@ -422,8 +436,7 @@ void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, 
             const scalar_t* q = x + (row0 + w) * C;
             const scalar_t* go = grad_y + (row0 + w) * C;
             scalar_t* dq = grad_x + (row0 + w) * C;
-            const int64_t pixel_off = ((n * g.H + h) * g.W + w) * n_off;
-            positions(g, off ? off + pixel_off : nullptr, h, w, rows.data(), cols.data());
+            positions(g, off ? off + os.pixel(b, step, h, w) : nullptr, os.k, h, w, rows.data(), cols.data());
             for (int64_t k = 0; k < k2; ++k) locate<scalar_t>(rows[k], cols[k], g, keys, gkeys, scratch, sm[k]);
             // Recompute the samples, their correlations and d loss / d weight.
             for (int64_t gi = 0; gi < G; ++gi)
@@ -450,8 +463,9 @@ void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, 
                   d_row += sm[k].d_row[j] * corner_dots[j];
                   d_col += sm[k].d_col[j] * corner_dots[j];
                 }
-                grad_off[pixel_off + 2 * k] = d_row;
-                grad_off[pixel_off + 2 * k + 1] = d_col;
+                scalar_t* go_pixel = grad_off + gs.pixel(b, step, h, w);
+                go_pixel[2 * k * gs.k] = d_row;
+                go_pixel[(2 * k + 1) * gs.k] = d_col;
               }
             }
           }
@@ -486,10 +500,10 @@ void check_inputs(const torch::Tensor& x, const c10::optional<torch::Tensor>& of
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "sifa_cpu: float32 or float64 only");
   if (offsets.has_value()) {
     const auto& o = *offsets;
-    TORCH_CHECK(o.scalar_type() == x.scalar_type() && o.dim() == 5 && o.is_contiguous() && o.size(0) == x.size(0) &&
+    TORCH_CHECK(o.scalar_type() == x.scalar_type() && o.dim() == 5 && o.size(0) == x.size(0) &&
                     o.size(1) == x.size(1) - 1 && o.size(2) == x.size(2) && o.size(3) == x.size(3) &&
                     o.size(4) == 2 * K * K,
-                "sifa_cpu: offsets must be contiguous (B, T-1, H, W, 2K²) of x's dtype");
+                "sifa_cpu: offsets must be (B, T-1, H, W, 2K²) of x's dtype");
   }
 }
 
@@ -552,17 +566,21 @@ torch::Tensor sifa_forward(const torch::Tensor& x, const c10::optional<torch::Te
                               : torch::empty(x.sizes(), x.options());
   y.select(channels_first_out ? 2 : 1, g.T - 1).zero_();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sifa_forward", [&] {
-    forward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), offsets.has_value() ? offsets->data_ptr<scalar_t>() : nullptr,
-                             y.data_ptr<scalar_t>(), channels_first_out);
+    const bool has_off = offsets.has_value();
+    forward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), has_off ? offsets->data_ptr<scalar_t>() : nullptr,
+                             has_off ? OffsetStrides(*offsets) : OffsetStrides(), y.data_ptr<scalar_t>(),
+                             channels_first_out);
   });
   return y;
 }
 
-// Gradients of sifa_forward, in the same layouts: grad_x (B, T, H, W, C), grad_offsets (B, T-1, H, W, 2K²) or an
-// empty tensor when there are no offsets or need_offsets is false.
+// Gradients of sifa_forward: grad_x (B, T, H, W, C); grad_offsets as a (B, T-1, H, W, 2K²) view of a contiguous
+// tensor, channels-last (B, T-1, H, W, 2K²) with grad_offsets_channels_last, else (B, 2K², T-1, H, W); an empty
+// tensor when there are no offsets or need_offsets is false.
 std::vector<torch::Tensor> sifa_backward(const torch::Tensor& grad_y_in, const torch::Tensor& x,
                                          const c10::optional<torch::Tensor>& offsets, int64_t K, int64_t dilation,
-                                         int64_t groups, bool softmax, bool need_offsets) {
+                                         int64_t groups, bool softmax, bool need_offsets,
+                                         bool grad_offsets_channels_last) {
   check_inputs(x, offsets, K);
   TORCH_CHECK(grad_y_in.sizes() == x.sizes(), "sifa_cpu: grad_y must have x's shape");
   const auto grad_y = grad_y_in.to(x.scalar_type()).contiguous();
@@ -572,16 +590,23 @@ std::vector<torch::Tensor> sifa_backward(const torch::Tensor& grad_y_in, const t
   auto grad_keys = torch::zeros({g.B, g.steps(), g.H, g.W, g.C}, x.options());
   const bool has_off = offsets.has_value();
   need_offsets = need_offsets && has_off;
-  auto grad_off = need_offsets ? torch::empty(offsets->sizes(), offsets->options()) : x.new_empty({0});
+  auto grad_off = x.new_empty({0});
+  if (need_offsets) {
+    grad_off = grad_offsets_channels_last
+                   ? torch::empty(offsets->sizes(), offsets->options())
+                   : torch::empty({g.B, 2 * g.k2(), g.steps(), g.H, g.W}, offsets->options()).permute({0, 2, 3, 4, 1});
+  }
   // Band height: rows of a band scatter into rows [top - P - M, bottom + d(K-1) - P + M + 1].
   int64_t band = g.H;
-  const double reach = has_off ? offsets->view({-1, g.k2(), 2}).select(2, 0).abs().max().item<double>() : 0;
+  const double reach = has_off ? offsets->slice(4, 0, 2 * g.k2(), 2).abs().max().item<double>() : 0;
   if (reach < static_cast<double>(g.H))
     band = std::min(g.H, g.dilation * (g.K - 1) + 2 * static_cast<int64_t>(std::ceil(reach)) + 2);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sifa_backward", [&] {
     backward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), has_off ? offsets->data_ptr<scalar_t>() : nullptr,
-                              grad_y.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), grad_keys.data_ptr<scalar_t>(),
-                              need_offsets ? grad_off.data_ptr<scalar_t>() : nullptr, band);
+                              has_off ? OffsetStrides(*offsets) : OffsetStrides(), grad_y.data_ptr<scalar_t>(),
+                              grad_x.data_ptr<scalar_t>(), grad_keys.data_ptr<scalar_t>(),
+                              need_offsets ? grad_off.data_ptr<scalar_t>() : nullptr,
+                              need_offsets ? OffsetStrides(grad_off) : OffsetStrides(), band);
   });
   grad_x.narrow(1, 1, g.T - 1).add_(grad_keys);
   return {grad_x, grad_off};
