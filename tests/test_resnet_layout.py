@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import sifa_hub  # noqa: F401  (registers the models)
-from sifa_hub.layers import SIFA
-from sifa_hub.models.sifa_resnet import FrameConv3d, SifaResNet
+from sifa_hub.layers import SIFA, FrameConv3d
+from sifa_hub.models.sifa_resnet import SifaResNet
 
 CL3 = torch.channels_last_3d
 # a reduced sifa_resnet50: early stride 4 stem, stem max pool, strided downsample convs, GC, SIFA and dual blocks
@@ -146,13 +146,13 @@ def test_frame_wise_from_the_output_pixels_per_clip() -> None:
 
 
 def test_trunk_convs_are_frame_wise_with_conv3d_parameters() -> None:
-    """Every conv of the trunk is a :class:`FrameConv3d` (the stem too: with early stride 1 its kernel is
-    ``(1, 7, 7)``, otherwise it runs as ``Conv3d``); state-dict keys and shapes are ``Conv3d``'s."""
+    """Every conv is a :class:`FrameConv3d` (the stem too: with early stride 1 its kernel is ``(1, 7, 7)``,
+    otherwise it runs as ``Conv3d``; and the SIFA offset convs); state-dict keys and shapes are ``Conv3d``'s."""
     for name in ("sifa_resnet50", "sifa_resnet_pico"):
         model = timm.create_model(name, num_classes=4)
         convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv3d)}
         frame = {n for n, m in convs.items() if isinstance(m, FrameConv3d)}
-        assert frame == {n for n in convs if not n.endswith("sifa.conv_offset")}
+        assert frame == set(convs) and any(n.endswith("sifa.conv_offset") for n in frame)
         assert convs["conv1"].kernel_size[0] == model.early_stride
         ref = _plain_conv3d(model).state_dict()
         assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in ref.items()}

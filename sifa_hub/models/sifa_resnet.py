@@ -51,7 +51,7 @@ from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..layers import SIFA
+from ..layers import SIFA, FrameConv3d
 from ._builder import build_sifa_model
 from ._helpers import (
     adapt_stem_weight,
@@ -65,7 +65,6 @@ from ._pretrained import imagenet_cfgs, pico_motion_cfg
 from ._validation import check_clip
 
 __all__ = [
-    "FrameConv3d",
     "SifaBottleneck",
     "SifaResNet",
     "checkpoint_filter_fn",
@@ -108,56 +107,6 @@ def dual_head_loss(
     return F.cross_entropy(logits_a, target, label_smoothing=label_smoothing) + F.cross_entropy(
         logits_b, target, label_smoothing=label_smoothing
     )
-
-
-class FrameConv3d(nn.Conv3d):
-    """``nn.Conv3d`` with a ``(1, k, k)`` kernel, computed as ``F.conv2d`` on the frames where that is faster.
-
-    Parameters, state-dict keys and results are those of ``nn.Conv3d`` (it is one: ``isinstance`` checks and
-    checkpoints are unaffected). PyTorch's CPU backend runs most batch-1 ``Conv3d`` as im2col + GEMM
-    (``slow_conv3d``); the 2D conv of the ``B·T`` frames runs with oneDNN, 1.3-3x faster for the 3x3 kernels on
-    large maps. On a ``channels_last_3d`` input, physically ``(B, T, H, W, C)``, the frames ``(B·T, C, H, W)``
-    are a channels-last view (oneDNN's native layout) and the output is ``channels_last_3d`` again: no copy in
-    or out (a channels-first input costs one copy).
-
-    oneDNN re-lays out the weight on every call, which small maps do not amortise (a 512-channel 3x3 conv on
-    ``2·2`` pixels per frame takes 3x longer than ``slow_conv3d``): below :attr:`min_frame_pixels` output pixels
-    per clip (``T·H'·W'``, the batch is left out so that a traced batch dimension stays symbolic) and for a
-    kernel, stride, dilation or padding along time the module runs as ``nn.Conv3d`` (channels-first output).
-    """
-
-    #: output pixels per clip (``T·H'·W'``) from which the conv runs frame-wise; measured on a 2-core CPU, the
-    #: crossover of the R50 and pico convs lies between 64 and 256 (sifa_resnet50 at 224: layer4 has 4·7·7)
-    min_frame_pixels: int = 256
-
-    def _frame_wise(self, x: torch.Tensor) -> bool:
-        """Whether ``x`` ``(B, C, T, H, W)`` is convolved frame by frame (see the class docstring)."""
-        padding = self.padding
-        if x.dim() != 5 or self.padding_mode != "zeros" or isinstance(padding, str):
-            return False
-        (kt, kh, kw), (st, sh, sw), (dt, dh, dw) = self.kernel_size, self.stride, self.dilation
-        if kt != 1 or st != 1 or dt != 1 or padding[0] != 0:
-            return False
-        h_out = (x.shape[3] + 2 * padding[1] - dh * (kh - 1) - 1) // sh + 1
-        w_out = (x.shape[4] + 2 * padding[2] - dw * (kw - 1) - 1) // sw + 1
-        return x.shape[2] * h_out * w_out >= self.min_frame_pixels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T, H, W)`` → ``(B, out_channels, T', H', W')``."""
-        if not self._frame_wise(x):
-            return super().forward(x)
-        b, c, t, h, w = x.shape
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # a view for a channels_last_3d x
-        out = F.conv2d(
-            frames,
-            self.weight.squeeze(2),
-            self.bias,
-            self.stride[1:],
-            self.padding[1:],
-            self.dilation[1:],
-            self.groups,
-        )  # (B·T, C', H', W')
-        return out.view(b, t, out.shape[1], out.shape[2], out.shape[3]).transpose(1, 2)  # (B, C', T, H', W')
 
 
 def _conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> FrameConv3d:
