@@ -1,11 +1,11 @@
 // Fused SIFA operator for CPU: forward and backward in one pass over the pixels, no K²-fold tensors.
 //
-// Layout. The features are channels-last and contiguous: x, y, grad_y and grad_x are (B, T, H, W, C). The offsets
-// and their gradient are (B, T-1, H, W, 2K²) views with any strides (a permuted view of PyTorch's (B, 2K², T-1, H,
-// W) layout costs no copy: a pixel's 2K² values are read with a stride). A query, an output pixel and each of the four bilinear corners of a
-// sample are then contiguous C-vectors, read and written in place (the Python wrapper hands these tensors over
-// as views of channels_last_3d inputs, or makes one copy of other layouts). For those other layouts the forward
-// can write y as (B, C, T, H, W) directly, through a per-row buffer.
+// Layout. The features are channels-last and contiguous: x, y, grad_y and grad_x are (B, T, H, W, C), so a query,
+// an output pixel and each of the four bilinear corners of a sample are contiguous C-vectors, read and written in
+// place (the Python wrapper hands these tensors over as views of channels_last_3d inputs, or makes one copy of
+// other layouts; for those the forward can write y as (B, C, T, H, W) directly, through a per-row buffer). The
+// offsets and their gradient are (B, T-1, H, W, 2K²) views with any strides (a permuted view of PyTorch's
+// (B, 2K², T-1, H, W) layout costs no copy: a pixel's 2K² values are read with a stride).
 //
 // Vectors. The channel loops use GCC/Clang vector types of 64 bytes (16 floats, 8 doubles): one AVX-512
 // register, two AVX2 registers, four SSE registers, whatever the build targets; channels beyond the last full
@@ -111,16 +111,44 @@ struct Scratch {
 template <typename scalar_t>
 inline void locate(scalar_t row, scalar_t col, const Geometry& g, const scalar_t* keys, scalar_t* grad,
                    Scratch<scalar_t>& scratch, Sample<scalar_t>& s) {
+  const bool any_corner = row >= -1 && row < g.H && col >= -1 && col < g.W;  // false for NaN too
+  const scalar_t r0f = any_corner ? std::floor(row) : 0, c0f = any_corner ? std::floor(col) : 0;
+  const int64_t r0 = static_cast<int64_t>(r0f), c0 = static_cast<int64_t>(c0f);
+  const scalar_t lr = row - r0f, lc = col - c0f;
+  if (any_corner && r0 >= 0 && r0 + 1 < g.H && c0 >= 0 && c0 + 1 < g.W) {  // all four corners inside: the common case
+    const int64_t index = (r0 * g.W + c0) * g.C, down = g.W * g.C;
+    s.v[0] = keys + index;
+    s.v[1] = s.v[0] + g.C;
+    s.v[2] = s.v[0] + down;
+    s.v[3] = s.v[2] + g.C;
+    if (grad != nullptr) {
+      s.g[0] = grad + index;
+      s.g[1] = s.g[0] + g.C;
+      s.g[2] = s.g[0] + down;
+      s.g[3] = s.g[2] + g.C;
+    }
+    s.w[0] = (1 - lr) * (1 - lc);
+    s.w[1] = (1 - lr) * lc;
+    s.w[2] = lr * (1 - lc);
+    s.w[3] = lr * lc;
+    s.d_row[0] = lc - 1;
+    s.d_row[1] = -lc;
+    s.d_row[2] = 1 - lc;
+    s.d_row[3] = lc;
+    s.d_col[0] = lr - 1;
+    s.d_col[1] = 1 - lr;
+    s.d_col[2] = -lr;
+    s.d_col[3] = lr;
+    s.used = (lr == 0 && lc == 0) ? 1 : 4;
+    return;
+  }
   s.used = 0;
   for (int j = 0; j < 4; ++j) {
     s.v[j] = scratch.zeros.data();
     s.g[j] = scratch.sink.data();
     s.w[j] = s.d_row[j] = s.d_col[j] = 0;
   }
-  if (!(row >= -1 && row < g.H && col >= -1 && col < g.W)) return;  // no corner in the frame
-  const scalar_t r0f = std::floor(row), c0f = std::floor(col);
-  const int64_t r0 = static_cast<int64_t>(r0f), c0 = static_cast<int64_t>(c0f);
-  const scalar_t lr = row - r0f, lc = col - c0f;
+  if (!any_corner) return;
   bool inside = false;
   for (int j = 0; j < 4; ++j) {
     const int dr = j >> 1, dc = j & 1;
