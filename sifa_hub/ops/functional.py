@@ -164,8 +164,6 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
             if device.type == "cuda":
                 return "triton"
             return "cpu" if device.type == "cpu" and cpu_loaded() else "torch"
-        if device.type == "cpu" and device.type in _LOGGED and cpu_loaded():
-            return "cpu"  # the per-call fast path once the choice was made and logged
         name, why = selected_backend(device)
         if device.type not in _LOGGED:
             _LOGGED.add(device.type)
