@@ -64,13 +64,7 @@ from ._helpers import (
 from ._pretrained import imagenet_cfgs, pico_motion_cfg
 from ._validation import check_clip
 
-__all__ = [
-    "SifaBottleneck",
-    "SifaResNet",
-    "checkpoint_filter_fn",
-    "combine_heads",
-    "dual_head_loss",
-]
+__all__ = ["SifaBottleneck", "SifaResNet", "checkpoint_filter_fn", "combine_heads", "dual_head_loss"]
 
 _logger = logging.getLogger(__name__)
 
