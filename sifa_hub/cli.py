@@ -411,6 +411,22 @@ def _cmd_bench_op(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_twins(args: argparse.Namespace) -> int:
+    from .bench import run_twins
+
+    options = {k: getattr(args, k) for k in ("rounds", "warmup", "frames", "size", "device", "out")}
+    with _usage("bench twins"):
+        results = run_twins(
+            args.models,
+            batch_sizes=args.batch_sizes,
+            dtypes=args.dtypes,
+            threads=args.threads or None,
+            json_path=args.json,
+            **options,
+        )
+    return 0 if all(r.met is not False for r in results) else 1
+
+
 def _cmd_bench_gpu(args: argparse.Namespace) -> int:
     from .bench import run_gpu_check
 
@@ -675,6 +691,34 @@ def _add_bench_op(bench_sub: Any) -> None:
     o.set_defaults(func=_cmd_bench_op)
 
 
+def _add_bench_twins(bench_sub: Any) -> None:
+    t = _sub(
+        bench_sub,
+        "twins",
+        "SIFA models vs their C2D twins, interleaved rounds, against the speed targets",
+        "Inference of each SIFA model and its C2D twin timed in alternating rounds (median of paired ratios); exit 1 "
+        "if a target is missed.",
+        ("sifa-hub bench twins", "sifa-hub bench twins --models sifa_resnet50 --batch-sizes 1 --out RESULTS.md"),
+    )
+    t.add_argument(
+        "--models",
+        type=_csv(str),
+        default=["sifa_resnet50", "sifa_swin_base_patch4_window7_224"],
+        help="comma-separated SIFA models (each runs against its twin)",
+    )
+    t.add_argument("--batch-sizes", type=_csv(_POSITIVE), default=[1, 4], help="comma-separated (default 1,4)")
+    t.add_argument("--dtypes", type=_csv(str), default=["fp32", "bf16"], help="fp32 and/or bf16 (autocast)")
+    t.add_argument("--rounds", type=_POSITIVE, default=7, help="timed rounds per setting (default: 7)")
+    t.add_argument("--warmup", type=_NON_NEGATIVE, default=1, help="untimed rounds first (default: 1)")
+    t.add_argument("--threads", type=_NON_NEGATIVE, default=1, help="torch threads (default 1; 0 = torch's default)")
+    t.add_argument("--frames", type=_POSITIVE, default=16, help="clip length (default: 16)")
+    t.add_argument("--size", type=_POSITIVE, default=224, help="frame side (default: 224)")
+    t.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    t.add_argument("--out", help="Markdown file whose twins section is rewritten (e.g. benchmarks/RESULTS.md)")
+    t.add_argument("--json", help="per-round times as JSON")
+    t.set_defaults(func=_cmd_bench_twins)
+
+
 def _add_bench_gpu(bench_sub: Any) -> None:
     g = _sub(
         bench_sub,
@@ -706,6 +750,7 @@ def _add_bench(sub: Any) -> None:
     bench_sub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     _add_bench_models(bench_sub)
     _add_bench_op(bench_sub)
+    _add_bench_twins(bench_sub)
     _add_bench_gpu(bench_sub)
 
 

@@ -136,6 +136,52 @@ def test_write_report_keeps_the_text_around_the_generated_section(tmp_path) -> N
     assert text.endswith("analysis\n")
 
 
+def test_write_report_appends_to_a_file_without_its_markers(tmp_path) -> None:
+    path = tmp_path / "NOTES.md"
+    path.write_text("# Notes\nkept\n")
+    bench.write_report(str(path), "section", "<!-- B -->", "<!-- E -->")
+    assert path.read_text() == "# Notes\nkept\n\n<!-- B -->\nsection\n<!-- E -->\n"
+    bench.write_report(str(path), "again", "<!-- B -->", "<!-- E -->")
+    assert path.read_text() == "# Notes\nkept\n\n<!-- B -->\nagain\n<!-- E -->\n"
+
+
+def test_run_twins_tiny_pairs_rounds_and_report(tmp_path, monkeypatch) -> None:
+    from sifa_hub.bench import twins
+
+    out, raw = tmp_path / "RESULTS.md", tmp_path / "twins.json"
+    bench.write_report(str(out), "models section")  # the twins section goes beside the models' section
+    monkeypatch.setattr(twins, "TARGETS", (("sifa_resnet_pico", "infer", "FLOP-scaled throughput", 0.5),))
+    results = bench.run_twins(
+        ["sifa_resnet_pico"], batch_sizes=[1, 2], dtypes=["fp32", "bf16"], rounds=3, warmup=0, frames=4, size=32,
+        out=str(out), json_path=str(raw), log=lambda s: None,
+    )  # fmt: skip
+    assert [(r.model, r.twin, r.batch, r.dtype) for r in results] == [
+        ("sifa_resnet_pico", "c2d_resnet_pico", b, d) for b in (1, 2) for d in ("fp32", "bf16")
+    ]
+    clip, models = torch.zeros(1, 3, 4, 32, 32), [bench.spec_for(n).build(400).eval() for n in PICO]
+    bench.perturb_offset_convs(models[0])  # the trained path, as the benchmark runs it
+    sifa_flops, twin_flops = (flops.count_flops(m, clip)[0] for m in models)
+    for r in results:
+        assert r.clock == "cpu"  # one thread on a CPU: judged on process CPU time
+        assert len(r.sifa_s) == len(r.twin_s) == len(r.sifa_cpu_s) == len(r.twin_cpu_s) == 3
+        assert r.ratio == sorted(t / s for s, t in zip(r.sifa_cpu_s, r.twin_cpu_s))[1]  # median of paired ratios
+        assert r.bound == pytest.approx(0.5 * twin_flops / sifa_flops) and r.met == (r.ratio >= r.bound)
+    text = out.read_text()
+    assert "models section" in text and text.count("| sifa_resnet_pico | c2d_resnet_pico | infer b") == 4
+    assert f"≥ {0.5 * twin_flops / sifa_flops:.3f}× (0.50 × " in text
+    data = json.loads(raw.read_text())
+    assert len(data["results"]) == 4 and data["meta"]["rounds"] == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"models": ["c2d_resnet_pico"]}, "no C2D twin"), ({"rounds": 0}, "rounds"), ({"dtypes": ["fp8"]}, "fp8")],
+)
+def test_run_twins_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        bench.run_twins(**{"models": ["sifa_resnet_pico"], **kwargs}, log=lambda s: None)
+
+
 def test_plan_settings_follows_the_budget_rules() -> None:
     config = bench.BenchConfig(models=[], batch_sizes=[1, 4], dtypes=["fp32", "bf16"], modes=["infer", "train"])
     light, heavy, peer = (bench.spec_for(n) for n in ("c2d_resnet50", "c2d_swin_base_patch4_window7_224", "r3d_18"))

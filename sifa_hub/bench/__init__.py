@@ -5,6 +5,8 @@ a device check (correctness + speed of the operator and the models on a GPU).
 * :mod:`~sifa_hub.bench.measure`: latency, training step, peak memory and profiled share of one model;
 * :mod:`~sifa_hub.bench.runner`: a whole model benchmark run (:func:`run_models`, ``sifa-hub bench models``);
 * :mod:`~sifa_hub.bench.report`: its Markdown report (``benchmarks/RESULTS.md``) and JSON;
+* :mod:`~sifa_hub.bench.twins`: each SIFA model against its C2D twin in interleaved rounds (:func:`run_twins`,
+  ``sifa-hub bench twins``);
 * :mod:`~sifa_hub.bench.op`: the operator benchmark (:func:`run_op`, ``sifa-hub bench op``);
 * :mod:`~sifa_hub.bench.gpu_check`: the device check (:func:`run_gpu_check`, ``sifa-hub bench gpu``).
 
@@ -28,6 +30,7 @@ from .specs import (
     perturb_offset_convs,
     spec_for,
 )
+from .twins import TwinResult, run_twins
 
 __all__ = [
     "MODEL_SPECS",
@@ -41,6 +44,7 @@ __all__ = [
     "Reported",
     "Result",
     "TimeFirst",
+    "TwinResult",
     "format_report",
     "load_run",
     "machine_description",
@@ -54,6 +58,7 @@ __all__ = [
     "run_gpu_check",
     "run_models",
     "run_op",
+    "run_twins",
     "spec_for",
     "write_report",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "Result",
     "amp_of",
     "heads_loss",
+    "infer_call",
     "measure_setting",
     "peak_memory",
     "profile_call",
@@ -148,7 +149,9 @@ def heads_loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch
     return torch.stack([nn.functional.cross_entropy(z.float(), labels) for z in output_logits(heads(x))]).sum()
 
 
-def _infer_call(model: nn.Module, x: torch.Tensor, dtype: str) -> Callable[[], Any]:
+def infer_call(model: nn.Module, x: torch.Tensor, dtype: str) -> Callable[[], Any]:
+    """A closure running one inference forward of ``model`` on ``x`` (``inference_mode``, autocast of ``dtype``);
+    puts the model in eval mode."""
     model.eval()
 
     def call() -> Any:
@@ -196,7 +199,7 @@ def measure_setting(model: nn.Module, clip: torch.Tensor, result: Result, repeat
     resident = storage_bytes([*model.parameters(), *model.buffers(), x])
     optimizer = None
     if result.mode == "infer":
-        call = _infer_call(model, x, result.dtype)
+        call = infer_call(model, x, result.dtype)
     else:
         call, optimizer, state_bytes = _train_call(model, x, result.dtype, seed)
         resident += state_bytes

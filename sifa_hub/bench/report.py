@@ -251,16 +251,22 @@ def _profile_lines(prof: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def write_report(path: str, body: str) -> None:
-    """Write ``body`` between the generated-section markers of ``path``, keeping the text around them."""
+def write_report(path: str, body: str, begin: str = GENERATED_BEGIN, end: str = GENERATED_END) -> None:
+    """Write ``body`` between the markers ``begin`` / ``end`` of ``path``, keeping the text around them.
+
+    A new file gets a title and the section; an existing file without the markers keeps all its text and gets
+    the section appended. The file is replaced atomically.
+    """
     head, tail = "# Model benchmarks\n\n", "\n"
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = f.read()
-        if GENERATED_BEGIN in old and GENERATED_END in old:
-            head = old.split(GENERATED_BEGIN, 1)[0]
-            tail = old.split(GENERATED_END, 1)[1]
-    atomic_write_text(path, f"{head}{GENERATED_BEGIN}\n{body.rstrip()}\n{GENERATED_END}{tail}")
+        if begin in old and end in old:
+            head = old.split(begin, 1)[0]
+            tail = old.split(end, 1)[1]
+        else:
+            head = old.rstrip("\n") + "\n\n" if old.strip() else ""
+    atomic_write_text(path, f"{head}{begin}\n{body.rstrip()}\n{end}{tail}")
 
 
 def json_ready(run: dict[str, Any]) -> dict[str, Any]:

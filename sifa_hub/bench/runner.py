@@ -27,7 +27,7 @@ from .measure import DTYPES, MIB, ModelInfo, Result, measure_setting, profile_si
 from .report import format_report, json_ready, write_report
 from .specs import MODEL_SPECS, NUM_CLASSES, QUICK_MODELS, REFERENCE_MODEL, ModelSpec, perturb_offset_convs, spec_for
 
-__all__ = ["BenchConfig", "machine_description", "plan_settings", "run_benchmarks", "run_models"]
+__all__ = ["BenchConfig", "loadavg", "machine_description", "plan_settings", "run_benchmarks", "run_models"]
 
 Log = Callable[[str], None]
 
@@ -197,12 +197,12 @@ def _run(
     gen = torch.Generator().manual_seed(config.seed)
     clip = torch.randn(max(config.batch_sizes), 3, config.frames, config.size, config.size, generator=gen).to(device)
     meta = machine_description(device)
-    meta["load_before"] = _loadavg()
+    meta["load_before"] = loadavg()
     start = time.perf_counter()
     run: dict[str, Any] = {"specs": resolved, "infos": [], "results": [], "profile": None, "meta": meta}
 
     def snapshot() -> dict[str, Any]:
-        meta.update(load_after=_loadavg(), total_s=time.perf_counter() - start, config=dataclasses.asdict(config))
+        meta.update(load_after=loadavg(), total_s=time.perf_counter() - start, config=dataclasses.asdict(config))
         return run
 
     for name in config.models:
@@ -224,7 +224,8 @@ def _run(
     return snapshot()
 
 
-def _loadavg() -> str:
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages as text (``"n/a"`` where unavailable)."""
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
