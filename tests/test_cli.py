@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -202,6 +203,16 @@ def test_bench_commands_map_options(monkeypatch, tmp_path, capsys):
     (((), kwargs),) = op.calls
     assert (kwargs["rounds"], kwargs["threads"], kwargs["clock"], kwargs["json_path"]) == (3, 1, "cpu", "op.json")
     assert (kwargs["batch"], kwargs["mem_batch"], kwargs["frames"], kwargs["offset_std"]) == (2, 16, 4, 0.5)
+
+    for met, status in ((True, 0), (None, 0), (False, 1)):  # exit 1 when a target is missed
+        twins = _Recorder([SimpleNamespace(met=met)])
+        monkeypatch.setattr(sifa_hub.bench, "run_twins", twins, raising=False)
+        argv = ["bench", "twins", "--models", "sifa_resnet_pico", "--batch-sizes", "2", "--rounds", "3"]
+        assert main([*argv, "--threads", "0"]) == status
+        ((args, kwargs),) = twins.calls
+        assert args == (["sifa_resnet_pico"],) and (kwargs["batch_sizes"], kwargs["rounds"]) == ([2], 3)
+        assert kwargs["threads"] is None and kwargs["dtypes"] == ["fp32", "bf16"] and kwargs["warmup"] == 1
+        assert (kwargs["frames"], kwargs["size"], kwargs["out"], kwargs["json_path"]) == (16, 224, None, None)
 
     for passed, status in ((True, 0), (False, 1)):
         gpu = _Recorder({"passed": passed})

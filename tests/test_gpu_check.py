@@ -36,6 +36,49 @@ def test_tiny_op_and_models_sections_write_both_reports(tmp_path) -> None:
         assert r["params"]["sifa"] > r["params"]["twin"] > 0
     assert "tiny: CPU" in md and "## 2. Operator" in md and "## 3. Models" in md and "## 1." not in md
     assert "| sifa_swin_pico | c2d_swin_pico | train | 1 |" in md
+    # The op targets are judged on the op row (the model target names sifa_resnet50, not run here).
+    assert [(t["setting"], t["bound"]) for t in data["targets"]] == [(op_row["shape"], 10.0), (op_row["shape"], 5.0)]
+    assert [t["met"] for t in data["targets"]] == [
+        op_row["fused_vs_naive"][p] >= b for p, b in (("fwd", 10), ("fwdbwd", 5))
+    ]
+    assert "## Speed targets" in md and "Partial report" not in md
+
+
+def test_speed_targets_judge_the_op_and_sifa_net_training() -> None:
+    results = {
+        "op": {"rows": [{"shape": "B8 C128 T4 28²", "fused_vs_naive": {"fwd": 12.0, "fwdbwd": 4.0}}]},
+        "models": {"rows": [
+            {"model": "sifa_resnet50", "twin": "c2d_resnet50", "mode": "infer", "batch": 8, "throughput_ratio": 0.5},
+            {"model": "sifa_resnet50", "twin": "c2d_resnet50", "mode": "train", "batch": 8, "throughput_ratio": 0.93},
+        ]},
+    }  # fmt: skip
+    rows = gpu_check.speed_targets(results)
+    assert [(r["value"], r["bound"], r["met"]) for r in rows] == [
+        (12.0, 10.0, True),
+        (4.0, 5.0, False),
+        (0.93, 0.9, True),
+    ]
+    assert rows[2]["target"] == "sifa_resnet50 train throughput ≥ 0.9× c2d_resnet50 (bf16)"
+    results["models"]["rows"][1]["throughput_ratio"] = None  # the step failed: not met
+    assert gpu_check.speed_targets(results)[2]["met"] is False
+
+
+def test_report_is_written_after_every_section(tmp_path, monkeypatch) -> None:
+    seen = {}
+
+    def models_section(plan, log):  # runs second: the op section must already be on disk
+        seen["data"], seen["md"] = _read(tmp_path)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(gpu_check, "bench_models", models_section)
+    report = run_gpu_check(str(tmp_path), tiny=True, sections=["op", "models"], log=lambda s: None)
+    assert list(seen["data"]["results"]) == ["op"] and "Partial report: 1 of 2 sections done** (op;" in seen["md"]
+    data, md = _read(tmp_path)
+    assert (
+        report["passed"] is data["passed"] is False
+        and data["results"]["models"]["error"] == "RuntimeError: out of memory"
+    )
+    assert "## models: error RuntimeError: out of memory" in md and "Partial report" not in md
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,11 @@ this GPU, and what does it cost in a model? One run takes under 5 minutes on one
    inference throughput and peak memory under bf16 autocast in channels-last memory format, batch 8, 16×224²;
 4. **compile**: ``torch.compile`` of one model of each family, its output against eager and its speed.
 
+The report also judges the GPU speed targets (:data:`OP_TARGETS`: the fused op ≥ 10× the naive algorithm forward
+and ≥ 5× forward + backward at every op shape; :data:`MODEL_TARGETS`: ``sifa_resnet50`` training throughput
+≥ 0.9× its twin under bf16), and both files are rewritten after every section, so a run stopped by a time limit
+keeps what it measured.
+
 ``tiny=True`` runs the same code paths on the CPU with tiny shapes and the pico models, and the Triton kernels in
 Triton's interpreter: the test suite runs it so the script cannot rot. Its timings are CPU timings of toy shapes
 and mean nothing. The interpreter needs ``TRITON_INTERPRET=1`` in the environment before Python starts (importing
@@ -37,7 +42,7 @@ from .op import op_inputs, op_methods, time_methods
 from .runner import machine_description
 from .specs import NUM_CLASSES, perturb_offset_convs, spec_for
 
-__all__ = ["SECTIONS", "CheckPlan", "run_gpu_check"]
+__all__ = ["MODEL_TARGETS", "OP_TARGETS", "SECTIONS", "CheckPlan", "run_gpu_check", "speed_targets"]
 
 SECTIONS = ("correctness", "op", "models", "compile")
 Log = Callable[[str], None]
@@ -48,6 +53,10 @@ CORRECTNESS_CASES: tuple[tuple[str, int, int, int, int, int, int, int, int, str 
     ("groups 4 + softmax", 1, 16, 4, 5, 6, 3, 1, 4, "softmax", 1.0),
     ("K 5, dilation 2, groups 2", 1, 8, 2, 6, 5, 5, 2, 2, None, 1.0),
 )
+# Speed targets on the GPU (issue 12): the fused op against the naive algorithm at every op shape, and SIFA-Net's
+# training throughput against its twin under bf16. Reported beside the checks; ``passed`` is correctness only.
+OP_TARGETS = {"fwd": 10.0, "fwdbwd": 5.0}
+MODEL_TARGETS: tuple[tuple[str, str, float], ...] = (("sifa_resnet50", "train", 0.9),)
 TOLERANCES = {torch.float64: 1e-9, torch.float32: 1e-4}  # max |err| relative to max |reference|
 HALF_TOLERANCE = 3e-2
 
@@ -345,6 +354,36 @@ def _md_compile(section: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def speed_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The speed targets (:data:`OP_TARGETS`, :data:`MODEL_TARGETS`) against the op and models sections' rows:
+    ``[{"target", "setting", "value", "bound", "met"}]`` (``value`` ``None`` and ``met`` False where not measured)."""
+    rows = []
+    for r in results.get("op", {}).get("rows", []):
+        for phase, bound in OP_TARGETS.items():
+            value = r["fused_vs_naive"][phase]
+            label = "forward" if phase == "fwd" else "forward + backward"
+            rows.append({"target": f"fused op {label} ≥ {bound:g}× naive", "setting": r["shape"], "value": value,
+                         "bound": bound, "met": value >= bound})  # fmt: skip
+    model_rows = results.get("models", {}).get("rows", [])
+    for model, mode, bound in MODEL_TARGETS:
+        for r in model_rows:
+            if r["model"] == model and r["mode"] == mode:
+                value = r["throughput_ratio"]
+                rows.append({"target": f"{model} {mode} throughput ≥ {bound:g}× {r['twin']} (bf16)",
+                             "setting": f"batch {r['batch']}", "value": value, "bound": bound,
+                             "met": value is not None and value >= bound})  # fmt: skip
+    return rows
+
+
+def _md_targets(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Speed targets", "", "| target | setting | measured | met |", "|---|---|---:|:---:|"]
+    for r in rows:
+        lines.append(f"| {r['target']} | {r['setting']} | {_f(r['value'], '.2f')}× | {'yes' if r['met'] else 'NO'} |")
+    return lines + [""]
+
+
 def format_gpu_report(report: dict[str, Any]) -> str:
     """The Markdown of a :func:`run_gpu_check` report."""
     meta = report["meta"]
@@ -359,11 +398,15 @@ def format_gpu_report(report: dict[str, Any]) -> str:
         f"**All checks passed: {'yes' if report['passed'] else 'NO'}**",
         "",
     ]
+    done = list(report["results"])
+    if done != report["sections"]:
+        lines[-1:] = [f"**Partial report: {len(done)} of {len(report['sections'])} sections done** "
+                      f"({', '.join(done) or 'none'}; written after every section)", ""]  # fmt: skip
     formatters = {"correctness": _md_correctness, "op": _md_op, "models": _md_models, "compile": _md_compile}
-    for name in report["sections"]:
+    for name in done:
         section = report["results"][name]
         lines += formatters[name](section) if "error" not in section else [f"## {name}: error {section['error']}", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _md_targets(report.get("targets", [])))
 
 
 def run_gpu_check(
@@ -384,8 +427,10 @@ def run_gpu_check(
         log: progress sink.
 
     Returns:
-        ``{"passed", "tiny", "sections", "results": {section: ...}, "meta", "total_s"}``; ``passed`` is whether
-        every correctness and compile check passed (and no section failed to run).
+        ``{"passed", "tiny", "sections", "results": {section: ...}, "targets", "meta", "total_s"}``; ``passed`` is
+        whether every correctness and compile check passed (and no section failed to run); ``targets`` are the
+        speed targets (:func:`speed_targets`), reported, not part of ``passed``. Both files are rewritten after
+        every section.
     """
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:
@@ -405,15 +450,17 @@ def run_gpu_check(
         "compile": lambda: check_compile(plan, log),
     }
     results: dict[str, Any] = {}
+    meta = machine_description(plan.device)
     for name in sections:
         try:
             results[name] = runners[name]()
         except Exception as e:  # a section that cannot run is reported, the others still run
             results[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}", "passed": False}
-    passed = all(r.get("passed", True) for r in results.values())
-    report = {"passed": passed, "tiny": tiny, "sections": list(sections), "results": results,
-              "meta": machine_description(plan.device), "total_s": time.perf_counter() - start}  # fmt: skip
-    atomic_write_json(os.path.join(out_dir, "gpu_check.json"), report)
-    atomic_write_text(os.path.join(out_dir, "gpu_check.md"), format_gpu_report(report))
+        # Written after every section: a run stopped by a time limit keeps what it measured.
+        passed = all(r.get("passed", True) for r in results.values())
+        report = {"passed": passed, "tiny": tiny, "sections": list(sections), "results": results,
+                  "targets": speed_targets(results), "meta": meta, "total_s": time.perf_counter() - start}  # fmt: skip
+        atomic_write_json(os.path.join(out_dir, "gpu_check.json"), report)
+        atomic_write_text(os.path.join(out_dir, "gpu_check.md"), format_gpu_report(report))
     log(f"device check {'passed' if passed else 'FAILED'}: {os.path.join(out_dir, 'gpu_check.md')}")
     return report
