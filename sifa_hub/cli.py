@@ -414,7 +414,7 @@ def _cmd_bench_op(args: argparse.Namespace) -> int:
 def _cmd_bench_twins(args: argparse.Namespace) -> int:
     from .bench import run_twins
 
-    options = {k: getattr(args, k) for k in ("rounds", "warmup", "frames", "size", "device", "out")}
+    options = {k: getattr(args, k) for k in ("rounds", "instances", "warmup", "frames", "size", "device", "out")}
     with _usage("bench twins"):
         results = run_twins(
             args.models,
@@ -708,7 +708,8 @@ def _add_bench_twins(bench_sub: Any) -> None:
     )
     t.add_argument("--batch-sizes", type=_csv(_POSITIVE), default=[1, 4], help="comma-separated (default 1,4)")
     t.add_argument("--dtypes", type=_csv(str), default=["fp32", "bf16"], help="fp32 and/or bf16 (autocast)")
-    t.add_argument("--rounds", type=_POSITIVE, default=7, help="timed rounds per setting (default: 7)")
+    t.add_argument("--rounds", type=_POSITIVE, default=3, help="timed rounds per setting and build (default: 3)")
+    t.add_argument("--instances", type=_POSITIVE, default=3, help="builds of each pair, same weights (default: 3)")
     t.add_argument("--warmup", type=_NON_NEGATIVE, default=1, help="untimed rounds first (default: 1)")
     t.add_argument("--threads", type=_NON_NEGATIVE, default=1, help="torch threads (default 1; 0 = torch's default)")
     t.add_argument("--frames", type=_POSITIVE, default=16, help="clip length (default: 16)")

@@ -152,7 +152,8 @@ def test_run_twins_tiny_pairs_rounds_and_report(tmp_path, monkeypatch) -> None:
     bench.write_report(str(out), "models section")  # the twins section goes beside the models' section
     monkeypatch.setattr(twins, "TARGETS", (("sifa_resnet_pico", "infer", "FLOP-scaled throughput", 0.5),))
     results = bench.run_twins(
-        ["sifa_resnet_pico"], batch_sizes=[1, 2], dtypes=["fp32", "bf16"], rounds=3, warmup=0, frames=4, size=32,
+        ["sifa_resnet_pico"], batch_sizes=[1, 2], dtypes=["fp32", "bf16"], rounds=3, instances=1, warmup=0, frames=4,
+        size=32,
         out=str(out), json_path=str(raw), log=lambda s: None,
     )  # fmt: skip
     assert [(r.model, r.twin, r.batch, r.dtype) for r in results] == [
@@ -171,11 +172,29 @@ def test_run_twins_tiny_pairs_rounds_and_report(tmp_path, monkeypatch) -> None:
     assert f"≥ {0.5 * twin_flops / sifa_flops:.3f}× (0.50 × " in text
     data = json.loads(raw.read_text())
     assert len(data["results"]) == 4 and data["meta"]["rounds"] == 3
+    # Several builds of the pair pool their rounds.
+    (pooled,) = bench.run_twins(
+        ["sifa_resnet_pico"],
+        batch_sizes=[1],
+        dtypes=["fp32"],
+        rounds=2,
+        instances=2,
+        frames=4,
+        size=32,
+        log=lambda s: None,
+    )
+    assert pooled.instances == 2 and len(pooled.sifa_cpu_s) == len(pooled.twin_cpu_s) == 4
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"models": ["c2d_resnet_pico"]}, "no C2D twin"), ({"rounds": 0}, "rounds"), ({"dtypes": ["fp8"]}, "fp8")],
+    [
+        ({"models": ["c2d_resnet_pico"]}, "no C2D twin"),
+        ({"rounds": 0}, "rounds"),
+        ({"instances": 0}, "instances"),
+        ({"dtypes": ["fp8"]}, "fp8"),
+        ({"dtypes": []}, "dtypes"),
+    ],
 )
 def test_run_twins_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -212,6 +212,7 @@ def test_bench_commands_map_options(monkeypatch, tmp_path, capsys):
         ((args, kwargs),) = twins.calls
         assert args == (["sifa_resnet_pico"],) and (kwargs["batch_sizes"], kwargs["rounds"]) == ([2], 3)
         assert kwargs["threads"] is None and kwargs["dtypes"] == ["fp32", "bf16"] and kwargs["warmup"] == 1
+        assert kwargs["instances"] == 3
         assert (kwargs["frames"], kwargs["size"], kwargs["out"], kwargs["json_path"]) == (16, 224, None, None)
 
     for passed, status in ((True, 0), (False, 1)):

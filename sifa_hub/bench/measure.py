@@ -82,7 +82,6 @@ class ModelInfo:
     error: str | None = None
 
 
-
 def amp_of(dtype: str) -> str:
     """The :func:`sifa_hub.utils.runtime.autocast` mode of a benchmark dtype (``"fp32"`` or ``"bf16"``)."""
     if dtype not in DTYPES:
@@ -140,7 +139,6 @@ def peak_memory(fn: Callable[[], Any], device: torch.device, resident_bytes: int
         running += nbytes
         peak = max(peak, running)
     return out, resident_bytes + peak
-
 
 
 def heads_loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -325,4 +323,3 @@ def profile_sifa_share(
     rows = [e for e in averages if e.key.startswith("bench::")]
     annot = "\n".join(f"{e.key:<28} calls {e.count:>4}  CPU total {e.cpu_time_total / 1e3:10.1f} ms" for e in rows)
     return stats, table + "\nAnnotations (inclusive CPU time):\n" + annot
-

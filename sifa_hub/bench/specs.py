@@ -266,7 +266,6 @@ QUICK_MODELS = (
 )
 
 
-
 def perturb_offset_convs(model: nn.Module, seed: int = 0, std: float = OFFSET_WEIGHT_STD) -> int:
     """Give the zero-initialised offset convs of every :class:`sifa_hub.layers.SIFA` random weights ``N(0, std²)``.
 

@@ -7,6 +7,12 @@ much as the difference being measured. Here both models of a pair are built side
 twin then SIFA, so a slow phase of the host costs both. Each round gives one paired ratio
 ``throughput SIFA / twin = t_twin / t_sifa``; the reported ratio is the median over the rounds.
 
+Two builds of the same model with the same weights can differ by 1-3 % in speed on a virtual machine (where their
+tensors land in memory; measured: SIFA-Net R50 with its SIFA modules replaced by the identity, i.e. its twin's
+computation, ran 0.7 % slower than the twin in paired rounds, 3.5 % in medians). So the pair is built
+``instances`` times (same weights, fresh memory), each build timed for ``rounds`` rounds, and the ratio is the
+median over all of them.
+
 The clip, the trained-path offsets (:func:`~sifa_hub.bench.specs.perturb_offset_convs`) and the autocast rule
 are those of the model benchmark, and the targets are its :data:`~sifa_hub.bench.report.TARGETS` for inference
 (``throughput``: the ratio must reach the bound; ``FLOP-scaled throughput``: the bound × twin FLOPs / SIFA FLOPs,
@@ -48,6 +54,7 @@ class TwinResult:
     batch: int
     dtype: str
     clock: str  # "cpu" or "wall": the clock the ratio and the target are judged on
+    instances: int = 1  # builds of the pair the rounds are spread over
     sifa_s: list[float] = dataclasses.field(default_factory=list)
     twin_s: list[float] = dataclasses.field(default_factory=list)
     sifa_cpu_s: list[float] = dataclasses.field(default_factory=list)
@@ -119,8 +126,9 @@ def format_twins(results: Sequence[TwinResult], meta: dict[str, Any]) -> str:
         + f"; {meta['cpu']}, torch threads {meta['threads']}; clip (B, 3, {meta['frames']}, {meta['size']}, "
         f"{meta['size']}); load average {meta['load_before']} before, {meta['load_after']} after",
         "",
-        f"Inference, {meta['rounds']} interleaved rounds after {meta['warmup']} warm-up (SIFA and twin alternate "
-        f"their order every round); ratio = median over the rounds of t_twin / t_sifa, on {clock}.",
+        f"Inference, {meta['instances']} builds of each pair × {meta['rounds']} interleaved rounds after "
+        f"{meta['warmup']} warm-up (SIFA and twin alternate their order every round); ratio = median over all "
+        f"rounds of t_twin / t_sifa, on {clock}.",
         "",
         "| SIFA model | twin | setting | median ms SIFA / twin | throughput SIFA / twin | target | met |",
         "|---|---|---|---:|---:|---|:---:|",
@@ -141,7 +149,8 @@ def run_twins(
     *,
     batch_sizes: Sequence[int] = (1, 4),
     dtypes: Sequence[str] = ("fp32", "bf16"),
-    rounds: int = 7,
+    rounds: int = 3,
+    instances: int = 3,
     warmup: int = 1,
     threads: int | None = 1,
     frames: int = 16,
@@ -157,7 +166,8 @@ def run_twins(
     Args:
         models: SIFA model names; each is paired with the twin its spec names.
         batch_sizes, dtypes: the inference settings (``"fp32"`` and/or ``"bf16"`` autocast).
-        rounds, warmup: timed and untimed rounds per setting.
+        rounds, warmup: timed and untimed rounds per setting and build.
+        instances: builds of each pair (same weights, fresh memory); the ratio pools their rounds.
         threads: ``torch.set_num_threads`` for the run (``None``: torch's); with 1 on a CPU the ratio is taken on
             process CPU time.
         frames, size: the clip ``(B, 3, frames, size, size)``, the same random clip for every model.
@@ -171,11 +181,14 @@ def run_twins(
     Returns:
         one :class:`TwinResult` per (model, batch, dtype).
     """
-    for name, value in (("rounds", rounds), ("frames", frames), ("size", size)):
+    for name, value in (("rounds", rounds), ("instances", instances), ("frames", frames), ("size", size)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    if warmup < 0 or not batch_sizes or min(batch_sizes) < 1:
-        raise ValueError(f"warmup must be >= 0 and batch sizes positive, got {warmup} and {list(batch_sizes)}")
+    if warmup < 0 or not batch_sizes or min(batch_sizes) < 1 or not dtypes:
+        raise ValueError(
+            f"warmup must be >= 0, batch sizes positive and dtypes given, got {warmup}, {list(batch_sizes)} and "
+            f"{list(dtypes)}"
+        )
     for d in dtypes:
         amp_of(d)  # ValueError naming an unknown dtype
     pairs = []
@@ -189,17 +202,15 @@ def run_twins(
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _run(pairs, batch_sizes, dtypes, rounds, warmup, frames, size, dev, seed, out, json_path, log)
+        plan = (batch_sizes, dtypes, rounds, instances, warmup)
+        return _run(pairs, plan, frames, size, dev, seed, out, json_path, log)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _run(
     pairs: list[tuple[str, str]],
-    batch_sizes: Sequence[int],
-    dtypes: Sequence[str],
-    rounds: int,
-    warmup: int,
+    plan: tuple[Sequence[int], Sequence[str], int, int, int],
     frames: int,
     size: int,
     dev: torch.device,
@@ -208,25 +219,31 @@ def _run(
     json_path: str | None,
     log: Callable[[str], None],
 ) -> list[TwinResult]:
+    batch_sizes, dtypes, rounds, instances, warmup = plan
     start = time.perf_counter()
     meta = machine_description(dev)
-    meta.update(load_before=loadavg(), rounds=rounds, warmup=warmup, frames=frames, size=size)
+    meta.update(load_before=loadavg(), rounds=rounds, instances=instances, warmup=warmup, frames=frames, size=size)
     clock = "cpu" if dev.type == "cpu" and torch.get_num_threads() == 1 else "wall"
     gen = torch.Generator().manual_seed(seed)
     clip = torch.randn(max(batch_sizes), 3, frames, size, size, generator=gen).to(dev)
     results: list[TwinResult] = []
     for name, twin in pairs:
-        models = (_build(name, seed, dev), _build(twin, seed, dev))
-        flops = {n: count_flops(m, clip[:1])[0] for n, m in zip((name, twin), models)}
-        bound, note = _target(name, flops, twin)
-        for batch in batch_sizes:
-            for dtype in dtypes:
-                x = clip[:batch]
-                result = TwinResult(name, twin, batch, dtype, clock, bound=bound, bound_note=note)
-                _time_pair(tuple(infer_call(m, x, dtype) for m in models), rounds, warmup, result, dev)
-                results.append(result)
-                log(f"[{name} / {twin}] infer b{batch} {dtype}: {result.ratio:.3f}×")
-        del models
+        pair_results: dict[tuple[int, str], TwinResult] = {}
+        for instance in range(instances):
+            models = (_build(name, seed, dev), _build(twin, seed, dev))
+            if instance == 0:
+                flops = {n: count_flops(m, clip[:1])[0] for n, m in zip((name, twin), models)}
+                bound, note = _target(name, flops, twin)
+                for batch in batch_sizes:
+                    for dtype in dtypes:
+                        pair_results[batch, dtype] = TwinResult(
+                            name, twin, batch, dtype, clock, instances, bound=bound, bound_note=note
+                        )
+            for (batch, dtype), result in pair_results.items():
+                _time_pair(tuple(infer_call(m, clip[:batch], dtype) for m in models), rounds, warmup, result, dev)
+                log(f"[{name} / {twin}] build {instance + 1}/{instances} infer b{batch} {dtype}: {result.ratio:.3f}×")
+            del models
+        results += pair_results.values()
     meta.update(load_after=loadavg(), total_s=time.perf_counter() - start)
     report = format_twins(results, meta)
     log(report)
