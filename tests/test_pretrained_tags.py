@@ -157,13 +157,8 @@ def test_pico_motion_tag_loads_offline_and_classifies_motion(monkeypatch) -> Non
     assert model.pretrained_cfg["label_names"] == ("left", "right", "up", "down")
     cfg = model.pretrained_cfg
     clips = MotionClips(
-        96,
-        num_frames=model.num_frames,
-        size=cfg["input_size"][-1],
-        seed=4242,
-        mean=cfg["mean"],
-        std=cfg["std"],
-        num_classes=model.num_classes,
+        96, num_frames=model.num_frames, size=cfg["input_size"][-1], seed=4242, mean=cfg["mean"],
+        std=cfg["std"], num_classes=model.num_classes,
     )
     videos, labels = zip(*(clips[i] for i in range(len(clips))))
     with torch.no_grad():

@@ -356,10 +356,7 @@ def test_export_card_only_and_push_options(
     labels.write_text("\n".join(["a", "b", "", "c", "d"]) + "\n")
     assert publish.read_labels_file(labels) == ["a", "b", "c", "d"]
     cli_out = publish.export_model(
-        str(out),
-        tmp_path / "cli",
-        labels=publish.read_labels_file(labels),
-        repo_id=f"{HubServer.org}/cli-pico",
+        str(out), tmp_path / "cli", labels=publish.read_labels_file(labels), repo_id=f"{HubServer.org}/cli-pico",
         verify=False,
     )
     assert json.loads((Path(cli_out) / "config.json").read_text())["label_names"] == ["a", "b", "c", "d"]
@@ -419,8 +416,8 @@ sys.modules["transformers"] = None
 import torch
 model = torch.hub.load({str(out)!r}, "model", source="local").eval()
 with torch.no_grad():
-    logits = model(torch.load({str(tmp_path / "clip.pt")!r}))
-torch.save({{"logits": logits, "module": type(model).__module__}}, {str(tmp_path / "out.pt")!r})
+    logits = model(torch.load({str(tmp_path / 'clip.pt')!r}))
+torch.save({{"logits": logits, "module": type(model).__module__}}, {str(tmp_path / 'out.pt')!r})
 """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)

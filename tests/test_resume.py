@@ -46,11 +46,7 @@ def _stopped_run(tmp_path, steps: int = 1, **overrides) -> str:
 def test_resume_is_bit_exact(tmp_path):
     # 16 clips / batch 4 / accumulation 2 = 2 optimizer steps per epoch; dropout (0.5) consumes the RNG
     common = dict(
-        model="sifa_resnet_pico",
-        motion_train_samples=16,
-        motion_val_samples=4,
-        epochs=2,
-        accum_steps=2,
+        model="sifa_resnet_pico", motion_train_samples=16, motion_val_samples=4, epochs=2, accum_steps=2,
         **dict(TINY, batch_size=4),
     )
     full = train(TrainConfig(output_dir=str(tmp_path / "full"), **common))
@@ -103,11 +99,8 @@ def test_check_resume_config_names_absent_fields():
 
 def test_resume_into_another_architecture_is_one_clear_error(tmp_path):
     out = _stopped_run(tmp_path)
-    with pytest.raises(
-        ValueError,
-        match=r"holds a sifa_resnet_pico model, but --model c2d_resnet_pico builds "
-        r"c2d_resnet_pico",
-    ):
+    with pytest.raises(ValueError, match=r"holds a sifa_resnet_pico model, but --model c2d_resnet_pico builds "
+                       r"c2d_resnet_pico"):
         train(TrainConfig(output_dir=out, resume="latest", **dict(SHORT, model="c2d_resnet_pico")))
 
 

@@ -67,7 +67,7 @@ def test_float_pixels_in_unit_range_warn_before_double_rescaling(processor, fram
 
 @pytest.mark.parametrize("kwargs", [{"num_frames": 0}, {"num_frames": -1}, {"frame_stride": 0}])
 def test_bad_sampling_arguments_name_the_argument(processor, frames, kwargs):
-    ((name, value),) = kwargs.items()
+    (name, value), = kwargs.items()
     with pytest.raises(ValueError, match=f"{name} must be a positive int, got {value}"):
         _pixels(processor, frames, frame_sampling="dense", **kwargs)
 

@@ -48,13 +48,8 @@ def test_one_epoch_outputs_export_and_permissions(tmp_path):
     old_mask = os.umask(0o022)
     try:
         cfg = TrainConfig(
-            model="sifa_resnet_pico",
-            motion_train_samples=16,
-            motion_val_samples=8,
-            epochs=1,
-            log_every=1,
-            output_dir=str(tmp_path / "run"),
-            **TINY,
+            model="sifa_resnet_pico", motion_train_samples=16, motion_val_samples=8, epochs=1, log_every=1,
+            output_dir=str(tmp_path / "run"), **TINY,
         )
         metrics = train(cfg)
     finally:

@@ -241,7 +241,9 @@ def _paper_results(arch: str, weights_kind: str, measured: list[Any]) -> tuple[l
     return [cited], relation
 
 
-def _card_data(*, license: str, datasets: Sequence[str] | None, model_name: str, eval_results: list[Any]) -> Any:
+def _card_data(
+    *, license: str, datasets: Sequence[str] | None, model_name: str, eval_results: list[Any]
+) -> Any:
     from huggingface_hub import ModelCardData
 
     return ModelCardData(

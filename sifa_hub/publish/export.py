@@ -361,6 +361,7 @@ def _prepare(
     return src, names
 
 
+
 def _write_export(
     folder: str,
     src: ExportSource,
@@ -377,7 +378,9 @@ def _write_export(
     if "onnx" in formats:
         _write_onnx(model, folder)
     complexity = model_complexity(model, int_attr(model, "num_frames"), input_size(model))
-    card = build_model_card(model, label_names=label_names, weights_kind=src.kind, complexity=complexity, **card_args)
+    card = build_model_card(
+        model, label_names=label_names, weights_kind=src.kind, complexity=complexity, **card_args
+    )
     card.save(os.path.join(folder, "README.md"))
     validate_card(os.path.join(folder, "README.md"))
     if verify:
