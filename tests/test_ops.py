@@ -165,43 +165,6 @@ def test_bfloat16_autocast_runs(backend: str) -> None:
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "permuted"])
-@pytest.mark.parametrize("case", [(2, 12, 4, 7, 6, 3, 1, 1, None), (1, 16, 3, 5, 6, 5, 2, 4, "softmax")])
-def test_cpu_kernel_takes_bfloat16_as_it_is(layout: str, case: tuple) -> None:
-    """bfloat16 into the fused CPU kernel: no float32 copies, and bitwise the result of float32 inputs rounded to
-    bfloat16 (the kernel computes in float32 and rounds once); gradients are the float32 kernel's, in bfloat16."""
-    b, c, t, h, w, k, d, g, normalize = case
-    gen = torch.Generator().manual_seed(7)
-    x = in_layout(torch.randn(b, c, t, h, w, generator=gen), layout).bfloat16()
-    off = in_layout(torch.randn(b, 2 * k * k, t - 1, h, w, generator=gen) * 1.5, layout).bfloat16()
-    xg, og = x.detach().requires_grad_(), off.detach().requires_grad_()
-    y = sifa_attention(xg, og, k, d, g, normalize, backend="cpu")
-    x32, o32 = x.float().requires_grad_(), off.float().requires_grad_()
-    want = sifa_attention(x32, o32, k, d, g, normalize, backend="cpu")
-    assert y.dtype == torch.bfloat16 and torch.equal(y, want.bfloat16())
-    assert y.is_contiguous(
-        memory_format=torch.channels_last_3d if layout == "channels_last" else torch.contiguous_format
-    )
-    grad_y = torch.randn(y.shape, generator=gen).bfloat16()
-    grads = torch.autograd.grad(y, (xg, og), grad_y)
-    want_grads = torch.autograd.grad(want, (x32, o32), grad_y.float())
-    for got, ref in zip(grads, want_grads):
-        assert got.dtype == torch.bfloat16 and torch.equal(got, ref.bfloat16())
-    nan_x = x.clone()
-    nan_x[0, 0, 1, 2, 3] = float("nan")  # NaN features stay NaN (no rounding into Inf)
-    assert sifa_attention(nan_x, off, k, d, g, normalize, backend="cpu").isnan().any()
-
-
-def test_cpu_bfloat16_custom_op_opcheck() -> None:
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(1, 4, 3, 4, 5, generator=gen).bfloat16().contiguous(memory_format=torch.channels_last_3d)
-    off = (torch.randn(1, 18, 2, 4, 5, generator=gen) * 1.3).bfloat16()
-    torch.library.opcheck(torch.ops.sifa_hub.cpu_forward.default, (x, off, 3, 1, 1, False), test_utils=(
-        "test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))  # fmt: skip
-    grad_y = torch.randn(1, 4, 3, 4, 5, generator=gen).bfloat16()
-    torch.library.opcheck(torch.ops.sifa_hub.cpu_backward.default, (grad_y, x, off, 3, 1, 1, False, True))
-
-
 EMPTY_SHAPES = [(0, 4, 3, 5, 5), (2, 4, 3, 0, 5), (2, 4, 3, 5, 0), (0, 4, 2, 0, 0)]
 
 

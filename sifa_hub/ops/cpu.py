@@ -26,7 +26,6 @@ import sys
 import threading
 from types import ModuleType
 
-import torch
 from torch import Tensor
 
 from .build import ExtensionSpec, KernelBuildError, build_extension, import_extension, is_built
@@ -179,11 +178,6 @@ def _backward(
     softmax: bool,
     need_offsets: bool,
 ) -> tuple[Tensor, Tensor]:
-    if x.dtype == torch.bfloat16:  # the backward kernel computes in float32; gradients come in the inputs' dtype
-        offsets32 = None if offsets is None else offsets.float()
-        args = (kernel_size, dilation, groups, softmax, need_offsets)
-        grad_x, grad_off = _backward(grad_y.float(), x.float(), offsets32, *args)
-        return grad_x.to(x.dtype), grad_off.to(x.dtype)
     off = None if offsets is None else offsets.permute(0, 2, 3, 4, 1)  # a view: the kernel reads any strides
     grad_off_cl = offsets is not None and keeps_channels_last(offsets)
     x_cl, grad_y_cl = _channels_last(x), _channels_last(grad_y)
@@ -201,8 +195,7 @@ _cpu_op = register_fused_op("cpu", _forward, _backward, "cpu", keep_channels_las
 def sifa_attention_cpu(
     x: Tensor, offsets: Tensor | None, kernel_size: int, dilation: int, groups: int, softmax: bool
 ) -> Tensor:
-    """SIFA with the fused C++ kernel (float32/float64/bfloat16 CPU tensors, ``T >= 2``; bfloat16 is computed in
-    float32 and rounded once into a bfloat16 result).
+    """SIFA with the fused C++ kernel (float32/float64 CPU tensors, ``T >= 2``).
 
     Args:
         x: ``(B, C, T, H, W)``.

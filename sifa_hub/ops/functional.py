@@ -16,8 +16,7 @@ Backends (``backend=``):
 Every backend supports ``normalize="softmax"``.
 
 Half-precision inputs (``float16``/``bfloat16``, e.g. under autocast) are computed in ``float32`` and the
-result is cast back to the input dtype; the fused CPU kernel reads and writes ``bfloat16`` tensors directly (the
-same result, without the ``float32`` copies of the input and the output).
+result is cast back to the input dtype.
 """
 
 from __future__ import annotations
@@ -186,7 +185,6 @@ def _empty_output(x: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor
 
 
 _IMPLS = {"torch": sifa_attention_torch, "cpu": sifa_attention_cpu, "triton": sifa_attention_triton}
-_NATIVE_HALF = {"cpu": (torch.bfloat16,)}  # half-precision dtypes a backend takes as they are
 
 
 def sifa_attention(
@@ -231,10 +229,9 @@ def sifa_attention(
         return torch.zeros_like(x)
     if offsets is not None and offsets.shape[2] == t:
         offsets = offsets[:, :, 1:]  # frame 0's offsets are unused
-    name = _resolve_backend(backend, x.device)
-    impl = _IMPLS[name]
+    impl = _IMPLS[_resolve_backend(backend, x.device)]
     in_dtype = x.dtype
-    if in_dtype not in (torch.float32, torch.float64, *_NATIVE_HALF.get(name, ())):  # compute in float32
+    if in_dtype not in (torch.float32, torch.float64):  # half precision (autocast): compute in float32
         x = x.float()
         offsets = None if offsets is None else offsets.float()
     if torch.is_autocast_enabled(x.device.type):

@@ -11,10 +11,6 @@
 // register, two AVX2 registers, four SSE registers, whatever the build targets; channels beyond the last full
 // vector run a scalar tail.
 //
-// Dtypes. float32 and float64 throughout; the forward also takes bfloat16 x and offsets (autocast's
-// activations), read into float32, computed in float32 and rounded once into a bfloat16 y (the backward's
-// wrapper computes in float32).
-//
 // Work split. Forward: one task per (step, row), every pixel writes only its own output. Backward: the
 // scatter of a pixel's sample gradients into its key frame touches rows h - P - M .. h + d(K-1) - P + M + 1
 // (M = largest |row offset|), so each step's rows are cut into bands taller than that reach: bands of the same
@@ -27,7 +23,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -52,34 +47,6 @@ inline vec_t<scalar_t> load(const scalar_t* p) {
 template <typename scalar_t>
 inline void store(scalar_t* p, vec_t<scalar_t> v) {
   std::memcpy(p, &v, sizeof(v));
-}
-
-// Storage types. The forward also reads and writes bfloat16 tensors (autocast's activations) and computes in
-// float32: load_io widens 16 lanes to a float vector, store_io rounds to nearest even (NaN stays NaN) as
-// c10::BFloat16 does, so the result is bitwise that of the float32 computation cast to bfloat16.
-typedef uint16_t u16x16_t __attribute__((vector_size(32)));
-typedef uint32_t u32x16_t __attribute__((vector_size(64)));
-
-inline vec_t<float> load_io(const float* p) { return load(p); }
-inline vec_t<double> load_io(const double* p) { return load(p); }
-inline vec_t<float> load_io(const c10::BFloat16* p) {
-  u16x16_t h;
-  std::memcpy(&h, p, sizeof(h));
-  const u32x16_t w = __builtin_convertvector(h, u32x16_t) << 16;
-  vec_t<float> f;
-  std::memcpy(&f, &w, sizeof(f));
-  return f;
-}
-
-inline void store_io(float* p, vec_t<float> v) { store(p, v); }
-inline void store_io(double* p, vec_t<double> v) { store(p, v); }
-inline void store_io(c10::BFloat16* p, vec_t<float> v) {
-  u32x16_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  const u32x16_t rounded = (bits + (((bits >> 16) & 1u) + 0x7FFFu)) >> 16;
-  const u32x16_t is_nan = (u32x16_t)((bits & 0x7FFFFFFFu) > 0x7F800000u);
-  const u16x16_t h = __builtin_convertvector((rounded & ~is_nan) | (0x7FC0u & is_nan), u16x16_t);
-  std::memcpy(p, &h, sizeof(h));
 }
 
 template <typename scalar_t>
@@ -147,10 +114,10 @@ struct Geometry {
 // and the derivatives of the weights by row and column. `used` is 0 (no corner in the frame: the sample and its
 // gradients are 0), 1 (a point on integer coordinates: only corner 0 has a non-zero weight, the others still
 // carry the offsets' gradient) or 4.
-template <typename scalar_t, typename io_t = scalar_t>
+template <typename scalar_t>
 struct Sample {
   int used = 0;
-  const io_t* v[4];
+  const scalar_t* v[4];
   scalar_t* g[4];  // the corners' gradient vectors (backward only)
   scalar_t w[4] = {0, 0, 0, 0};
   scalar_t d_row[4] = {0, 0, 0, 0};
@@ -159,18 +126,17 @@ struct Sample {
 
 // Per-thread scratch: a zero C-vector read in place of outside corners, and a C-vector that absorbs the
 // gradients of outside corners.
-template <typename scalar_t, typename io_t = scalar_t>
+template <typename scalar_t>
 struct Scratch {
-  std::vector<io_t> zeros;
-  std::vector<scalar_t> sink;
-  explicit Scratch(int64_t C) : zeros(C, io_t(0)), sink(C, 0) {}
+  std::vector<scalar_t> zeros, sink;
+  explicit Scratch(int64_t C) : zeros(C, 0), sink(C, 0) {}
 };
 
 // The sample at (row, col) of a key frame (H, W, C) and, when `grad` is given, of its gradient. Points on
 // integer coordinates take the derivative from the right, as grid_sample (the corner of weight 0 is still inside).
-template <typename scalar_t, typename io_t>
-inline void locate(scalar_t row, scalar_t col, const Geometry& g, const io_t* keys, scalar_t* grad,
-                   Scratch<scalar_t, io_t>& scratch, Sample<scalar_t, io_t>& s) {
+template <typename scalar_t>
+inline void locate(scalar_t row, scalar_t col, const Geometry& g, const scalar_t* keys, scalar_t* grad,
+                   Scratch<scalar_t>& scratch, Sample<scalar_t>& s) {
   const bool any_corner = row >= -1 && row < g.H && col >= -1 && col < g.W;  // false for NaN too
   const scalar_t r0f = any_corner ? std::floor(row) : 0, c0f = any_corner ? std::floor(col) : 0;
   const int64_t r0 = static_cast<int64_t>(r0f), c0 = static_cast<int64_t>(c0f);
@@ -227,47 +193,46 @@ inline void locate(scalar_t row, scalar_t col, const Geometry& g, const io_t* ke
 }
 
 // s[c] = Σ_j w_j v_j[c] for c in [0, n), stored to `out`; returns Σ q·s and, with r, Σ r·s in `dot_r`.
-template <typename scalar_t, typename io_t, bool ONE, bool WITH_R>
-inline scalar_t blend_dot(const Sample<scalar_t, io_t>& sm, int64_t c0, const io_t* __restrict__ q,
-                          const io_t* __restrict__ r, scalar_t* __restrict__ out, int64_t n, scalar_t& dot_r) {
+template <typename scalar_t, bool ONE, bool WITH_R>
+inline scalar_t blend_dot(const Sample<scalar_t>& sm, int64_t c0, const scalar_t* __restrict__ q,
+                          const scalar_t* __restrict__ r, scalar_t* __restrict__ out, int64_t n, scalar_t& dot_r) {
   using V = vec_t<scalar_t>;
   constexpr int64_t L = Vec<scalar_t>::size;
-  const io_t* __restrict__ v0 = sm.v[0] + c0;
-  const io_t* __restrict__ v1 = sm.v[1] + c0;
-  const io_t* __restrict__ v2 = sm.v[2] + c0;
-  const io_t* __restrict__ v3 = sm.v[3] + c0;
+  const scalar_t* __restrict__ v0 = sm.v[0] + c0;
+  const scalar_t* __restrict__ v1 = sm.v[1] + c0;
+  const scalar_t* __restrict__ v2 = sm.v[2] + c0;
+  const scalar_t* __restrict__ v3 = sm.v[3] + c0;
   const scalar_t w0 = sm.w[0], w1 = sm.w[1], w2 = sm.w[2], w3 = sm.w[3];
   V aq0 = splat<scalar_t>(0), aq1 = aq0, ar0 = aq0, ar1 = aq0;
   auto sample = [&](int64_t c) -> V {
-    if (ONE) return w0 * load_io(v0 + c);
-    return w0 * load_io(v0 + c) + w1 * load_io(v1 + c) + w2 * load_io(v2 + c) + w3 * load_io(v3 + c);
+    if (ONE) return w0 * load(v0 + c);
+    return w0 * load(v0 + c) + w1 * load(v1 + c) + w2 * load(v2 + c) + w3 * load(v3 + c);
   };
   int64_t c = 0;
   for (; c + 2 * L <= n; c += 2 * L) {
     const V s0 = sample(c), s1 = sample(c + L);
     store(out + c, s0);
     store(out + c + L, s1);
-    aq0 += load_io(q + c) * s0;
-    aq1 += load_io(q + c + L) * s1;
+    aq0 += load(q + c) * s0;
+    aq1 += load(q + c + L) * s1;
     if (WITH_R) {
-      ar0 += load_io(r + c) * s0;
-      ar1 += load_io(r + c + L) * s1;
+      ar0 += load(r + c) * s0;
+      ar1 += load(r + c + L) * s1;
     }
   }
   if (c + L <= n) {
     const V s0 = sample(c);
     store(out + c, s0);
-    aq0 += load_io(q + c) * s0;
-    if (WITH_R) ar0 += load_io(r + c) * s0;
+    aq0 += load(q + c) * s0;
+    if (WITH_R) ar0 += load(r + c) * s0;
     c += L;
   }
   scalar_t dq = hsum<scalar_t>(aq0 + aq1), dr = WITH_R ? hsum<scalar_t>(ar0 + ar1) : 0;
-  auto at = [](const io_t* p, int64_t i) { return static_cast<scalar_t>(p[i]); };
   for (; c < n; ++c) {
-    const scalar_t s = ONE ? w0 * at(v0, c) : w0 * at(v0, c) + w1 * at(v1, c) + w2 * at(v2, c) + w3 * at(v3, c);
+    const scalar_t s = ONE ? w0 * v0[c] : w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
     out[c] = s;
-    dq += at(q, c) * s;
-    if (WITH_R) dr += at(r, c) * s;
+    dq += q[c] * s;
+    if (WITH_R) dr += r[c] * s;
   }
   dot_r = dr;
   return dq;
@@ -279,9 +244,9 @@ constexpr int64_t kBlockBytes = 1024;
 
 // Samples of group `gi` of one pixel: stores them in `samples` (k2, C) and returns their correlations with q
 // (and with r, d loss / d weight in the backward) in corr / corr_r (k2, G).
-template <typename scalar_t, typename io_t, bool WITH_R>
-inline void sample_group(const Geometry& g, const Sample<scalar_t, io_t>* sm, int64_t gi, const io_t* q,
-                         const io_t* r, scalar_t* samples, scalar_t* corr, scalar_t* corr_r) {
+template <typename scalar_t, bool WITH_R>
+inline void sample_group(const Geometry& g, const Sample<scalar_t>* sm, int64_t gi, const scalar_t* q,
+                         const scalar_t* r, scalar_t* samples, scalar_t* corr, scalar_t* corr_r) {
   constexpr int64_t block = kBlockBytes / sizeof(scalar_t);
   const int64_t C = g.C, G = g.groups, k2 = g.k2(), c_end = (gi + 1) * g.cg();
   for (int64_t k = 0; k < k2; ++k) corr[k * G + gi] = WITH_R ? (corr_r[k * G + gi] = 0) : 0;
@@ -293,9 +258,9 @@ inline void sample_group(const Geometry& g, const Sample<scalar_t, io_t>* sm, in
       if (sm[k].used == 0)
         std::fill(s, s + n, scalar_t(0));
       else if (sm[k].used == 1)
-        dq = blend_dot<scalar_t, io_t, true, WITH_R>(sm[k], c0, q + c0, WITH_R ? r + c0 : nullptr, s, n, dr);
+        dq = blend_dot<scalar_t, true, WITH_R>(sm[k], c0, q + c0, WITH_R ? r + c0 : nullptr, s, n, dr);
       else
-        dq = blend_dot<scalar_t, io_t, false, WITH_R>(sm[k], c0, q + c0, WITH_R ? r + c0 : nullptr, s, n, dr);
+        dq = blend_dot<scalar_t, false, WITH_R>(sm[k], c0, q + c0, WITH_R ? r + c0 : nullptr, s, n, dr);
       corr[k * G + gi] += dq;
       if (WITH_R) corr_r[k * G + gi] += dr;
     }
@@ -305,9 +270,9 @@ inline void sample_group(const Geometry& g, const Sample<scalar_t, io_t>* sm, in
 }
 
 // out[c] = Σ_k a_k samples[k][c] over the channels of group gi, four vectors at a time (independent chains).
-template <typename scalar_t, typename io_t>
-inline void aggregate(const Geometry& g, const scalar_t* weights, const Sample<scalar_t, io_t>* sm, int64_t gi,
-                      const scalar_t* __restrict__ samples, io_t* __restrict__ out) {
+template <typename scalar_t>
+inline void aggregate(const Geometry& g, const scalar_t* weights, const Sample<scalar_t>* sm, int64_t gi,
+                      const scalar_t* __restrict__ samples, scalar_t* __restrict__ out) {
   using V = vec_t<scalar_t>;
   constexpr int64_t L = Vec<scalar_t>::size;
   const int64_t C = g.C, G = g.groups, Cg = g.cg(), c_end = gi * Cg + Cg, k2 = g.k2();
@@ -323,22 +288,22 @@ inline void aggregate(const Geometry& g, const scalar_t* weights, const Sample<s
       a2 += wk * load(s + 2 * L);
       a3 += wk * load(s + 3 * L);
     }
-    store_io(out + c, a0);
-    store_io(out + c + L, a1);
-    store_io(out + c + 2 * L, a2);
-    store_io(out + c + 3 * L, a3);
+    store(out + c, a0);
+    store(out + c + L, a1);
+    store(out + c + 2 * L, a2);
+    store(out + c + 3 * L, a3);
   }
   for (; c + L <= c_end; c += L) {
     V a0 = splat<scalar_t>(0);
     for (int64_t k = 0; k < k2; ++k)
       if (sm[k].used != 0) a0 += weights[k * G + gi] * load(samples + k * C + c);
-    store_io(out + c, a0);
+    store(out + c, a0);
   }
   for (; c < c_end; ++c) {
     scalar_t a = 0;
     for (int64_t k = 0; k < k2; ++k)
       if (sm[k].used != 0) a += weights[k * G + gi] * samples[k * C + c];
-    out[c] = static_cast<io_t>(a);
+    out[c] = a;
   }
 }
 
@@ -352,12 +317,12 @@ inline int64_t grain(int64_t work_per_task) {
 
 // Sample points of the K² keys of pixel (h, w); `off` points at the pixel's 2K² offsets, `stride` apart (or is
 // null).
-template <typename scalar_t, typename io_t>
-inline void positions(const Geometry& g, const io_t* off, int64_t stride, int64_t h, int64_t w, scalar_t* rows,
+template <typename scalar_t>
+inline void positions(const Geometry& g, const scalar_t* off, int64_t stride, int64_t h, int64_t w, scalar_t* rows,
                       scalar_t* cols) {
   for (int64_t k = 0; k < g.k2(); ++k) {
-    rows[k] = static_cast<scalar_t>(h + g.grid_row[k]) + (off ? static_cast<scalar_t>(off[2 * k * stride]) : 0);
-    cols[k] = static_cast<scalar_t>(w + g.grid_col[k]) + (off ? static_cast<scalar_t>(off[(2 * k + 1) * stride]) : 0);
+    rows[k] = static_cast<scalar_t>(h + g.grid_row[k]) + (off ? off[2 * k * stride] : scalar_t(0));
+    cols[k] = static_cast<scalar_t>(w + g.grid_col[k]) + (off ? off[(2 * k + 1) * stride] : scalar_t(0));
   }
 }
 
@@ -399,30 +364,29 @@ inline void store_row_channels_first(const Geometry& g, const scalar_t* row, int
 
 // y is (B, T, H, W, C), or (B, C, T, H, W) with `channels_first_out` (each output row is computed in a buffer
 // and transposed into place, which saves a channels-last copy of y and a pass over it).
-template <typename scalar_t, typename io_t>
-void forward_kernel(const Geometry& g, const io_t* x, const io_t* off, const OffsetStrides& os, io_t* y,
+template <typename scalar_t>
+void forward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, const OffsetStrides& os, scalar_t* y,
                     bool channels_first_out) {
   const int64_t C = g.C, G = g.groups, k2 = g.k2(), S = g.steps();
   at::parallel_for(0, g.B * S * g.H, grain(g.W * C * k2), [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> samples(k2 * C), corr(k2 * G), rows(k2), cols(k2);
-    std::vector<io_t> row_buffer(channels_first_out ? g.W * C : 0);
-    std::vector<Sample<scalar_t, io_t>> sm(k2);
-    Scratch<scalar_t, io_t> scratch(C);
+    std::vector<scalar_t> row_buffer(channels_first_out ? g.W * C : 0);
+    std::vector<Sample<scalar_t>> sm(k2);
+    Scratch<scalar_t> scratch(C);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task % g.H, n = task / g.H, b = n / S, step = n % S;
       const int64_t row0 = ((b * g.T + step) * g.H + h) * g.W;  // pixel (b, step, h, 0) of x and y
-      const io_t* keys = x + (b * g.T + step + 1) * g.frame();
-      io_t* out_row = channels_first_out ? row_buffer.data() : y + row0 * C;
+      const scalar_t* keys = x + (b * g.T + step + 1) * g.frame();
+      scalar_t* out_row = channels_first_out ? row_buffer.data() : y + row0 * C;
       for (int64_t w = 0; w < g.W; ++w) {
-        const io_t* q = x + (row0 + w) * C;
-        io_t* out = out_row + w * C;
+        const scalar_t* q = x + (row0 + w) * C;
+        scalar_t* out = out_row + w * C;
         positions(g, off ? off + os.pixel(b, step, h, w) : nullptr, os.k, h, w, rows.data(), cols.data());
-        for (int64_t k = 0; k < k2; ++k)
-          locate(rows[k], cols[k], g, keys, static_cast<scalar_t*>(nullptr), scratch, sm[k]);
+        for (int64_t k = 0; k < k2; ++k) locate<scalar_t>(rows[k], cols[k], g, keys, nullptr, scratch, sm[k]);
         for (int64_t gi = 0; gi < G; ++gi)
-          sample_group<scalar_t, io_t, false>(g, sm.data(), gi, q, nullptr, samples.data(), corr.data(), nullptr);
+          sample_group<scalar_t, false>(g, sm.data(), gi, q, nullptr, samples.data(), corr.data(), nullptr);
         normalize(g, corr.data());
-        for (int64_t gi = 0; gi < G; ++gi) aggregate(g, corr.data(), sm.data(), gi, samples.data(), out);
+        for (int64_t gi = 0; gi < G; ++gi) aggregate<scalar_t>(g, corr.data(), sm.data(), gi, samples.data(), out);
       }
       if (channels_first_out) store_row_channels_first(g, out_row, b, step, h, y);
     }
@@ -527,11 +491,10 @@ void backward_kernel(const Geometry& g, const scalar_t* x, const scalar_t* off, 
             const scalar_t* go = grad_y + (row0 + w) * C;
             scalar_t* dq = grad_x + (row0 + w) * C;
             positions(g, off ? off + os.pixel(b, step, h, w) : nullptr, os.k, h, w, rows.data(), cols.data());
-            for (int64_t k = 0; k < k2; ++k) locate(rows[k], cols[k], g, keys, gkeys, scratch, sm[k]);
+            for (int64_t k = 0; k < k2; ++k) locate<scalar_t>(rows[k], cols[k], g, keys, gkeys, scratch, sm[k]);
             // Recompute the samples, their correlations and d loss / d weight.
             for (int64_t gi = 0; gi < G; ++gi)
-              sample_group<scalar_t, scalar_t, true>(g, sm.data(), gi, q, go, samples.data(), weight.data(),
-                                                     grad_w.data());
+              sample_group<scalar_t, true>(g, sm.data(), gi, q, go, samples.data(), weight.data(), grad_w.data());
             normalize(g, weight.data());
             correlation_grads(g, weight.data(), grad_w.data());
             std::fill(dq, dq + C, scalar_t(0));
@@ -585,13 +548,10 @@ Geometry geometry(const torch::Tensor& x, int64_t K, int64_t dilation, int64_t g
   return g;
 }
 
-void check_inputs(const torch::Tensor& x, const c10::optional<torch::Tensor>& offsets, int64_t K,
-                  bool allow_bfloat16 = false) {
+void check_inputs(const torch::Tensor& x, const c10::optional<torch::Tensor>& offsets, int64_t K) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 5 && x.size(1) >= 2 && x.is_contiguous(),
               "sifa_cpu: x must be a contiguous channels-last (B, T>=2, H, W, C) CPU tensor");
-  const auto dtype = x.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || (allow_bfloat16 && dtype == at::kBFloat16),
-              allow_bfloat16 ? "sifa_cpu: float32, float64 or bfloat16 only" : "sifa_cpu: float32 or float64 only");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "sifa_cpu: float32 or float64 only");
   if (offsets.has_value()) {
     const auto& o = *offsets;
     TORCH_CHECK(o.scalar_type() == x.scalar_type() && o.dim() == 5 && o.size(0) == x.size(0) &&
@@ -641,7 +601,7 @@ torch::Tensor transpose_channels(const torch::Tensor& t_in, bool channels_last) 
     std::rotate(sizes.begin() + 1, sizes.end() - 1, sizes.end());
   auto out = torch::empty(sizes, t.options());
   if (t.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, t.scalar_type(), "sifa_transpose", [&] {
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "sifa_transpose", [&] {
     if (channels_last)
       transpose_kernel<scalar_t>(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, C, N);
     else
@@ -651,25 +611,19 @@ torch::Tensor transpose_channels(const torch::Tensor& t_in, bool channels_last) 
 }
 
 // x (B, T, H, W, C), offsets (B, T-1, H, W, 2K²) or None → y (B, T, H, W, C), all contiguous; or y (B, C, T, H, W)
-// contiguous with channels_first_out. float32, float64, or bfloat16 (computed in float32, y in bfloat16).
+// contiguous with channels_first_out.
 torch::Tensor sifa_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& offsets, int64_t K,
                            int64_t dilation, int64_t groups, bool softmax, bool channels_first_out) {
-  check_inputs(x, offsets, K, /*allow_bfloat16=*/true);
+  check_inputs(x, offsets, K);
   const auto g = geometry(x, K, dilation, groups, softmax);
   auto y = channels_first_out ? torch::empty({g.B, g.C, g.T, g.H, g.W}, x.options())
                               : torch::empty(x.sizes(), x.options());
   y.select(channels_first_out ? 2 : 1, g.T - 1).zero_();
-  const bool has_off = offsets.has_value();
-  const OffsetStrides os = has_off ? OffsetStrides(*offsets) : OffsetStrides();
-  if (x.scalar_type() == at::kBFloat16) {
-    using io_t = c10::BFloat16;
-    forward_kernel<float, io_t>(g, x.data_ptr<io_t>(), has_off ? offsets->data_ptr<io_t>() : nullptr, os,
-                                y.data_ptr<io_t>(), channels_first_out);
-    return y;
-  }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sifa_forward", [&] {
-    forward_kernel<scalar_t, scalar_t>(g, x.data_ptr<scalar_t>(), has_off ? offsets->data_ptr<scalar_t>() : nullptr,
-                                       os, y.data_ptr<scalar_t>(), channels_first_out);
+    const bool has_off = offsets.has_value();
+    forward_kernel<scalar_t>(g, x.data_ptr<scalar_t>(), has_off ? offsets->data_ptr<scalar_t>() : nullptr,
+                             has_off ? OffsetStrides(*offsets) : OffsetStrides(), y.data_ptr<scalar_t>(),
+                             channels_first_out);
   });
   return y;
 }
