@@ -201,7 +201,13 @@ def _targets_table(run: dict[str, Any], pairs: dict[Key, tuple[Result, Result]])
         if cpu_basis
         else "Throughput targets are judged on wall-clock throughput; the CPU-time ratio is shown in brackets."
     )
-    lines = ["", "### Targets", "", basis_note, "", "| target | setting | measured | met |", "|---|---|---:|:---:|"]
+    sequential = (
+        "This run measures one model after the other, so the host's drift between the two runs of a pair goes into "
+        "these ratios; `sifa-hub bench twins` times each pair in interleaved rounds, the measurement the speed "
+        "targets are meant for."
+    )
+    lines = ["", "### Targets", "", basis_note + " " + sequential, "", "| target | setting | measured | met |",
+             "|---|---|---:|:---:|"]  # fmt: skip
     flops = {i.name: i.flops for i in run["infos"]}
     for model, mode, metric, bound in TARGETS:
         for (m, md, batch, dtype), (r, twin) in pairs.items():
