@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from sifa_hub.bench import NUM_CLASSES, perturb_offset_convs, profile_call, spec_for
+from sifa_hub.bench import profile_call, spec_for
 
 # First match wins; patterns are matched against profiler op names.
 CATEGORIES: tuple[tuple[str, str], ...] = (
@@ -94,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = spec_for(name)
         except ValueError as e:
             parser.error(str(e))
-        torch.manual_seed(0)
-        model = spec.build(NUM_CLASSES)
-        perturb_offset_convs(model)  # the trained path: non-zero offsets (see sifa_hub.bench)
+        model = spec.build_trained_path()  # the trained path: non-zero offsets (see sifa_hub.bench)
         runs = [profile_call(model, x, args.mode, args.dtype) for _ in range(args.repeats)]
         self_ms = min_self_ms([prof for prof, _ in runs])
         print(f"\n=== {name}: {args.mode} b{args.batch} {args.dtype}, SIFA operator calls: {runs[0][1]} ===")

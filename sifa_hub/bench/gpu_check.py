@@ -40,7 +40,7 @@ from ..utils.runtime import resolve_device, synchronize
 from .measure import MIB, Result, measure_setting
 from .op import op_inputs, op_methods, time_methods
 from .runner import machine_description
-from .specs import NUM_CLASSES, perturb_offset_convs, spec_for
+from .specs import spec_for
 
 __all__ = ["MODEL_TARGETS", "OP_TARGETS", "SECTIONS", "CheckPlan", "run_gpu_check", "speed_targets"]
 
@@ -210,10 +210,7 @@ def bench_op(plan: CheckPlan, log: Log) -> dict[str, Any]:
 
 def _model_results(name: str, plan: CheckPlan) -> tuple[list[Result], int]:
     """Inference and training step of one model under bf16 autocast, channels-last; and its parameter count."""
-    torch.manual_seed(0)
-    model = spec_for(name).build(NUM_CLASSES)
-    perturb_offset_convs(model)
-    model = model.to(plan.device).to(memory_format=torch.channels_last_3d)
+    model = spec_for(name).build_trained_path().to(plan.device).to(memory_format=torch.channels_last_3d)
     gen = torch.Generator().manual_seed(0)
     clip = torch.randn(plan.model_batch, 3, plan.frames, plan.size, plan.size, generator=gen)
     clip = clip.to(plan.device).contiguous(memory_format=torch.channels_last_3d)
@@ -251,10 +248,7 @@ def bench_models(plan: CheckPlan, log: Log) -> dict[str, Any]:
 
 
 def _compile_one(name: str, plan: CheckPlan) -> dict[str, Any]:
-    torch.manual_seed(0)
-    model = spec_for(name).build(NUM_CLASSES)
-    perturb_offset_convs(model)
-    model = model.to(plan.device).eval()
+    model = spec_for(name).build_trained_path().to(plan.device).eval()
     x = torch.randn(2, 3, plan.frames, plan.size, plan.size, generator=torch.Generator().manual_seed(0))
     x = x.to(plan.device)
     compiled = torch.compile(model)

@@ -25,7 +25,7 @@ from ..utils.io import atomic_write_json
 from ..utils.runtime import cpu_flags, resolve_device
 from .measure import DTYPES, MIB, ModelInfo, Result, measure_setting, profile_sifa_share
 from .report import format_report, json_ready, write_report
-from .specs import MODEL_SPECS, NUM_CLASSES, QUICK_MODELS, REFERENCE_MODEL, ModelSpec, perturb_offset_convs, spec_for
+from .specs import MODEL_SPECS, QUICK_MODELS, REFERENCE_MODEL, ModelSpec, spec_for
 
 __all__ = ["BenchConfig", "loadavg", "machine_description", "plan_settings", "run_benchmarks", "run_models"]
 
@@ -141,10 +141,7 @@ def _build(spec: ModelSpec, config: BenchConfig, clip: torch.Tensor, info: Model
     """Build, perturb and move the model, count its parameters and FLOPs on one clip; ``None`` if not built."""
     t0 = time.perf_counter()
     try:
-        torch.manual_seed(config.seed)
-        model = spec.build(NUM_CLASSES)
-        perturb_offset_convs(model, config.seed)
-        model = model.to(clip.device)
+        model = spec.build_trained_path(config.seed).to(clip.device)
     except Exception as e:  # a model that cannot be built is reported, the run goes on
         info.error = f"{type(e).__name__}: {e}"
         log(f"[{info.name}] not built: {info.error}")

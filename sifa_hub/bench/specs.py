@@ -115,6 +115,14 @@ class ModelSpec:
     heavy: bool = False
     reported: Reported | None = None
 
+    def build_trained_path(self, seed: int = 0) -> nn.Module:
+        """The model as every benchmark runs it: built with seed ``seed`` and :data:`NUM_CLASSES` classes, its
+        offset convs perturbed (:func:`perturb_offset_convs`) so SIFA takes a trained model's path."""
+        torch.manual_seed(seed)
+        model = self.build(NUM_CLASSES)
+        perturb_offset_convs(model, seed)
+        return model
+
 
 def _timm_video(arch: str) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:

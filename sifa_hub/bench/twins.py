@@ -34,9 +34,9 @@ from ..utils.flops import count_flops
 from ..utils.io import atomic_write_json
 from ..utils.runtime import resolve_device, synchronize
 from .measure import amp_of, infer_call
-from .report import TARGETS, write_report
+from .report import TARGETS, throughput_bound, write_report
 from .runner import loadavg, machine_description
-from .specs import NUM_CLASSES, perturb_offset_convs, spec_for
+from .specs import spec_for
 
 __all__ = ["DEFAULT_TWIN_MODELS", "TWINS_BEGIN", "TWINS_END", "TwinResult", "format_twins", "run_twins"]
 
@@ -62,13 +62,14 @@ class TwinResult:
     bound: float | None = None  # the throughput ratio to reach (None: no target for this model)
     bound_note: str = ""
 
-    def _times(self) -> tuple[list[float], list[float]]:
+    def times(self) -> tuple[list[float], list[float]]:
+        """Per-round seconds ``(SIFA, twin)`` on the judged clock."""
         return (self.sifa_cpu_s, self.twin_cpu_s) if self.clock == "cpu" else (self.sifa_s, self.twin_s)
 
     @property
     def ratio(self) -> float:
         """Median over the rounds of ``t_twin / t_sifa`` (SIFA throughput relative to the twin's)."""
-        sifa, twin = self._times()
+        sifa, twin = self.times()
         return statistics.median(t / s for s, t in zip(sifa, twin))
 
     @property
@@ -79,21 +80,13 @@ class TwinResult:
 def _target(model: str, flops: dict[str, int | None], twin: str) -> tuple[float | None, str]:
     """The inference throughput bound of ``model`` from :data:`TARGETS` and how it was derived."""
     for name, mode, metric, bound in TARGETS:
-        if name != model or mode != "infer":
-            continue
-        if metric == "throughput":
-            return bound, f"{bound:.2f}"
-        if metric == "FLOP-scaled throughput" and flops.get(model) and flops.get(twin):
-            sifa_f, twin_f = flops[model], flops[twin]
-            return bound * twin_f / sifa_f, f"{bound:.2f} × {twin_f / 1e9:.1f} / {sifa_f / 1e9:.1f} GFLOPs"
+        if name == model and mode == "infer" and "throughput" in metric:
+            try:
+                goal, derivation = throughput_bound(metric, bound, flops.get(model), flops.get(twin))
+            except ValueError:
+                continue
+            return goal, derivation or f"{bound:.2f}"
     return None, ""
-
-
-def _build(name: str, seed: int, device: torch.device) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = spec_for(name).build(NUM_CLASSES)
-    perturb_offset_convs(model, seed)
-    return model.to(device).eval()
 
 
 def _time_pair(
@@ -134,7 +127,7 @@ def format_twins(results: Sequence[TwinResult], meta: dict[str, Any]) -> str:
         "|---|---|---|---:|---:|---|:---:|",
     ]
     for r in results:
-        sifa, twin = r._times()
+        sifa, twin = r.times()
         ms = f"{statistics.median(sifa) * 1e3:.0f} / {statistics.median(twin) * 1e3:.0f}"
         target = "—" if r.bound is None else f"≥ {r.bound:.3f}× ({r.bound_note})"
         met = "—" if r.met is None else ("yes" if r.met else "NO")
@@ -202,53 +195,54 @@ def run_twins(
     if threads:
         torch.set_num_threads(threads)
     try:
-        plan = (batch_sizes, dtypes, rounds, instances, warmup)
-        return _run(pairs, plan, frames, size, dev, seed, out, json_path, log)
+        start = time.perf_counter()
+        meta = machine_description(dev)
+        meta.update(load_before=loadavg(), rounds=rounds, instances=instances, warmup=warmup, frames=frames, size=size)
+        clock = "cpu" if dev.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+        gen = torch.Generator().manual_seed(seed)
+        clip = torch.randn(max(batch_sizes), 3, frames, size, size, generator=gen).to(dev)
+        settings = [(b, d) for b in batch_sizes for d in dtypes]
+        results = []
+        for name, twin in pairs:
+            results += _measure_pair(name, twin, clip, settings, rounds, instances, warmup, clock, seed, log)
+        meta.update(load_after=loadavg(), total_s=time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _run(
-    pairs: list[tuple[str, str]],
-    plan: tuple[Sequence[int], Sequence[str], int, int, int],
-    frames: int,
-    size: int,
-    dev: torch.device,
-    seed: int,
-    out: str | None,
-    json_path: str | None,
-    log: Callable[[str], None],
-) -> list[TwinResult]:
-    batch_sizes, dtypes, rounds, instances, warmup = plan
-    start = time.perf_counter()
-    meta = machine_description(dev)
-    meta.update(load_before=loadavg(), rounds=rounds, instances=instances, warmup=warmup, frames=frames, size=size)
-    clock = "cpu" if dev.type == "cpu" and torch.get_num_threads() == 1 else "wall"
-    gen = torch.Generator().manual_seed(seed)
-    clip = torch.randn(max(batch_sizes), 3, frames, size, size, generator=gen).to(dev)
-    results: list[TwinResult] = []
-    for name, twin in pairs:
-        pair_results: dict[tuple[int, str], TwinResult] = {}
-        for instance in range(instances):
-            models = (_build(name, seed, dev), _build(twin, seed, dev))
-            if instance == 0:
-                flops = {n: count_flops(m, clip[:1])[0] for n, m in zip((name, twin), models)}
-                bound, note = _target(name, flops, twin)
-                for batch in batch_sizes:
-                    for dtype in dtypes:
-                        pair_results[batch, dtype] = TwinResult(
-                            name, twin, batch, dtype, clock, instances, bound=bound, bound_note=note
-                        )
-            for (batch, dtype), result in pair_results.items():
-                _time_pair(tuple(infer_call(m, clip[:batch], dtype) for m in models), rounds, warmup, result, dev)
-                log(f"[{name} / {twin}] build {instance + 1}/{instances} infer b{batch} {dtype}: {result.ratio:.3f}×")
-            del models
-        results += pair_results.values()
-    meta.update(load_after=loadavg(), total_s=time.perf_counter() - start)
     report = format_twins(results, meta)
     log(report)
     if out:
         write_report(out, report, TWINS_BEGIN, TWINS_END)
     if json_path:
         atomic_write_json(json_path, {"meta": meta, "results": [dataclasses.asdict(r) for r in results]}, indent=1)
+    return results
+
+
+def _measure_pair(
+    name: str,
+    twin: str,
+    clip: torch.Tensor,
+    settings: list[tuple[int, str]],
+    rounds: int,
+    instances: int,
+    warmup: int,
+    clock: str,
+    seed: int,
+    log: Callable[[str], None],
+) -> list[TwinResult]:
+    """Every ``(batch, dtype)`` setting of one pair, over ``instances`` builds of ``rounds`` rounds each."""
+    results: list[TwinResult] = []
+    for instance in range(instances):
+        models = tuple(spec_for(n).build_trained_path(seed).to(clip.device).eval() for n in (name, twin))
+        if not results:
+            flops = {n: count_flops(m, clip[:1])[0] for n, m in zip((name, twin), models)}
+            bound, note = _target(name, flops, twin)
+            results = [
+                TwinResult(name, twin, b, d, clock, instances, bound=bound, bound_note=note) for b, d in settings
+            ]
+        for result in results:
+            calls = tuple(infer_call(m, clip[: result.batch], result.dtype) for m in models)
+            _time_pair(calls, rounds, warmup, result, clip.device)
+            log(f"[{name} / {twin}] build {instance + 1}/{instances} infer b{result.batch} {result.dtype}: "
+                f"{result.ratio:.3f}×")  # fmt: skip
+        del models, calls
     return results
