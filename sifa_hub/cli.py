@@ -701,10 +701,7 @@ def _add_bench_twins(bench_sub: Any) -> None:
         ("sifa-hub bench twins", "sifa-hub bench twins --models sifa_resnet50 --batch-sizes 1 --out RESULTS.md"),
     )
     t.add_argument(
-        "--models",
-        type=_csv(str),
-        default=["sifa_resnet50", "sifa_swin_base_patch4_window7_224"],
-        help="comma-separated SIFA models (each runs against its twin)",
+        "--models", type=_csv(str), help="comma-separated SIFA models, each against its twin (default: R50, Swin-B)"
     )
     t.add_argument("--batch-sizes", type=_csv(_POSITIVE), default=[1, 4], help="comma-separated (default 1,4)")
     t.add_argument("--dtypes", type=_csv(str), default=["fp32", "bf16"], help="fp32 and/or bf16 (autocast)")

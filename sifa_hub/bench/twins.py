@@ -138,7 +138,7 @@ def format_twins(results: Sequence[TwinResult], meta: dict[str, Any]) -> str:
 
 
 def run_twins(
-    models: Sequence[str] = DEFAULT_TWIN_MODELS,
+    models: Sequence[str] | None = None,
     *,
     batch_sizes: Sequence[int] = (1, 4),
     dtypes: Sequence[str] = ("fp32", "bf16"),
@@ -157,7 +157,7 @@ def run_twins(
     """Time every SIFA model of ``models`` against its C2D twin in interleaved rounds (see the module docstring).
 
     Args:
-        models: SIFA model names; each is paired with the twin its spec names.
+        models: SIFA model names, each paired with the twin its spec names (``None``: :data:`DEFAULT_TWIN_MODELS`).
         batch_sizes, dtypes: the inference settings (``"fp32"`` and/or ``"bf16"`` autocast).
         rounds, warmup: timed and untimed rounds per setting and build.
         instances: builds of each pair (same weights, fresh memory); the ratio pools their rounds.
@@ -185,7 +185,7 @@ def run_twins(
     for d in dtypes:
         amp_of(d)  # ValueError naming an unknown dtype
     pairs = []
-    for name in models:
+    for name in models or DEFAULT_TWIN_MODELS:
         twin = spec_for(name).twin
         if twin is None:
             raise ValueError(f"{name!r} has no C2D twin (pass SIFA models, e.g. {DEFAULT_TWIN_MODELS[0]!r})")
